@@ -1,0 +1,134 @@
+//! Validated configuration.
+
+use crate::error::ConfigError;
+use std::time::Duration;
+
+/// How long a waiter waits before it checks on its own whether anybody is leading.
+/// The same default as the reference design; correctness never depends on it.
+pub const DEFAULT_WAITER_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The manager's settings. Build one with [`Config::builder`]; `Config::default()` has
+/// gathering off and a 500 ms waiter timeout.
+///
+/// # Examples
+///
+/// ```
+/// use group_commit::Config;
+/// use std::time::Duration;
+///
+/// let config = Config::builder()
+///     .group_threshold(4)
+///     .group_interval(Duration::from_micros(200))
+///     .build()?;
+/// assert_eq!(config.group_threshold(), 4);
+/// # Ok::<(), group_commit::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    group_threshold: usize,
+    group_interval: Duration,
+    waiter_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            group_threshold: 0,
+            group_interval: Duration::ZERO,
+            waiter_timeout: DEFAULT_WAITER_TIMEOUT,
+        }
+    }
+}
+
+impl Config {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config::default(),
+        }
+    }
+
+    /// The settings of the reference `FsyncManager::new(threshold, interval_ms)`:
+    /// gathering is on only when both are non-zero; the waiter timeout is 500 ms. Not
+    /// validated, so that every value the reference accepted is still accepted.
+    pub(crate) fn reference(grpc_threshold: usize, grpc_interval_ms: u64) -> Self {
+        let on = grpc_threshold != 0 && grpc_interval_ms != 0;
+        Config {
+            group_threshold: if on { grpc_threshold } else { 0 },
+            group_interval: if on {
+                Duration::from_millis(grpc_interval_ms)
+            } else {
+                Duration::ZERO
+            },
+            waiter_timeout: DEFAULT_WAITER_TIMEOUT,
+        }
+    }
+
+    /// How many companions (waiting callers, the leader not counted) a leader waits for
+    /// before it starts an fsync; 0 when gathering is off.
+    pub fn group_threshold(&self) -> usize {
+        self.group_threshold
+    }
+
+    /// The longest a leader waits for companions; zero when gathering is off.
+    pub fn group_interval(&self) -> Duration {
+        self.group_interval
+    }
+
+    /// How long a waiter sleeps before it wakes to check, on its own, that somebody is
+    /// leading. A correct hand-off never needs it; every expiry is counted in
+    /// [`Stats::timeouts`](crate::Stats::timeouts).
+    pub fn waiter_timeout(&self) -> Duration {
+        self.waiter_timeout
+    }
+}
+
+/// Builds a [`Config`], checking every value in [`build`](ConfigBuilder::build).
+#[derive(Clone, Debug)]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+impl ConfigBuilder {
+    /// Companions a leader waits for before its fsync (0, the default, turns gathering
+    /// off). Needs a [`group_interval`](Self::group_interval).
+    pub fn group_threshold(mut self, companions: usize) -> Self {
+        self.config.group_threshold = companions;
+        self
+    }
+
+    /// The longest a leader waits for companions. Needs a
+    /// [`group_threshold`](Self::group_threshold), and must be shorter than the waiter
+    /// timeout.
+    pub fn group_interval(mut self, interval: Duration) -> Self {
+        self.config.group_interval = interval;
+        self
+    }
+
+    /// How long a waiter sleeps before checking on its own; must be above zero.
+    pub fn waiter_timeout(mut self, timeout: Duration) -> Self {
+        self.config.waiter_timeout = timeout;
+        self
+    }
+
+    /// Checks the values and returns the configuration.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first value that is out of range.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let c = self.config;
+        if c.waiter_timeout.is_zero() {
+            return Err(ConfigError::ZeroWaiterTimeout);
+        }
+        match (c.group_threshold, c.group_interval.is_zero()) {
+            (0, false) => return Err(ConfigError::IntervalWithoutThreshold),
+            (1.., true) => return Err(ConfigError::ThresholdWithoutInterval),
+            _ => {}
+        }
+        if c.group_threshold > 0 && c.group_interval >= c.waiter_timeout {
+            return Err(ConfigError::IntervalNotBelowTimeout);
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,300 @@
+//! Checker primitives (loom, or shuttle when loom is off), with std as the fallback.
+//!
+//! Objects built inside [`within_model`] use the checker's primitives, so the checker
+//! explores every interleaving of the protocol's own code. Objects built anywhere else
+//! (doctests, ordinary tests in a checker build) use std, so those still run.
+//!
+//! Neither checker ever times out a wait or wakes a thread spuriously. Both are made
+//! explicit here: each wait a waiter makes is numbered in execution order, and
+//! [`ModelChoices`] says which numbers see their deadline pass or a spurious wake-up
+//! (loom, one mode per run) or how likely each is (shuttle, from its seeded randomness).
+//! A gathering leader's deadline always passes at once: gathering must end, and a
+//! checker has no other way to end it.
+
+use super::{Instant, WaitKind};
+use std::cell::RefCell;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::Ordering;
+
+#[cfg(feature = "loom")]
+use loom as model;
+#[cfg(all(feature = "shuttle", not(feature = "loom")))]
+use shuttle as model;
+
+/// What the checker decides at a waiter's wait, where the OS and real time would.
+///
+/// Loom reads the masks: bit `i` of `deadline_mask` makes the `i`-th wait of the
+/// execution (counting from 0, every condvar together) return with its deadline passed,
+/// bit `i` of `spurious_mask` makes it return as woken without a notify. Shuttle reads
+/// the probabilities and draws from its seeded, replayable randomness.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ModelChoices {
+    /// Loom: which waits see their deadline pass.
+    pub deadline_mask: u64,
+    /// Loom: which waits wake spuriously.
+    pub spurious_mask: u64,
+    /// Shuttle: probability that a wait sees its deadline pass.
+    pub deadline_probability: f64,
+    /// Shuttle: probability that a wait wakes spuriously.
+    pub spurious_probability: f64,
+}
+
+struct ModelRun {
+    choices: ModelChoices,
+    waits: u32,
+}
+
+thread_local! {
+    // Loom and shuttle run every model thread on the OS thread that started the model,
+    // so one thread-local serves the whole execution.
+    static RUN: RefCell<Option<ModelRun>> = const { RefCell::new(None) };
+}
+
+/// Runs `body` so that the primitives it builds are the checker's, resolving waits as
+/// `choices` says. Call it at the start of each execution (inside `loom::model` or the
+/// closure given to shuttle), and join every thread the body spawns before it returns.
+///
+/// # Examples
+///
+/// ```no_run
+/// # #[cfg(feature = "loom")]
+/// loom::model(|| {
+///     group_commit::within_model(group_commit::ModelChoices::default(), || {
+///         let manager = group_commit::FsyncManager::new(0, 0);
+///         manager.fsync(|| Ok(())).unwrap();
+///     })
+/// });
+/// ```
+pub fn within_model<R>(choices: ModelChoices, body: impl FnOnce() -> R) -> R {
+    let previous = RUN.with(|run| run.borrow_mut().replace(ModelRun { choices, waits: 0 }));
+    struct Restore(Option<ModelRun>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            RUN.with(|run| *run.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore(previous);
+    body()
+}
+
+fn in_model() -> bool {
+    RUN.with(|run| run.borrow().is_some())
+}
+
+enum Choice {
+    Block,
+    Spurious,
+    DeadlinePassed,
+}
+
+fn choose(timed: bool) -> Choice {
+    RUN.with(|run| {
+        let mut run = run.borrow_mut();
+        let run = run.as_mut().expect("a model primitive used outside within_model");
+        let index = run.waits;
+        run.waits = run.waits.saturating_add(1);
+        let (spurious, deadline) = draw(&run.choices, index);
+        if spurious {
+            Choice::Spurious
+        } else if deadline && timed {
+            Choice::DeadlinePassed
+        } else {
+            Choice::Block
+        }
+    })
+}
+
+#[cfg(feature = "loom")]
+fn draw(choices: &ModelChoices, index: u32) -> (bool, bool) {
+    let bit = |mask: u64| index < 64 && mask & (1 << index) != 0;
+    (bit(choices.spurious_mask), bit(choices.deadline_mask))
+}
+
+#[cfg(not(feature = "loom"))]
+fn draw(choices: &ModelChoices, _index: u32) -> (bool, bool) {
+    use shuttle::rand::Rng;
+    let mut rng = shuttle::rand::thread_rng();
+    let spurious = choices.spurious_probability > 0.0 && rng.gen_bool(choices.spurious_probability);
+    let deadline = choices.deadline_probability > 0.0 && rng.gen_bool(choices.deadline_probability);
+    (spurious, deadline)
+}
+
+pub(crate) enum Mutex<T> {
+    Std(std::sync::Mutex<T>),
+    Model(model::sync::Mutex<T>),
+}
+
+pub(crate) enum MutexGuard<'a, T> {
+    Std(std::sync::MutexGuard<'a, T>),
+    Model(model::sync::MutexGuard<'a, T>),
+}
+
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        if in_model() {
+            Mutex::Model(model::sync::Mutex::new(value))
+        } else {
+            Mutex::Std(std::sync::Mutex::new(value))
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        match self {
+            Mutex::Std(m) => MutexGuard::Std(m.lock().unwrap_or_else(|p| p.into_inner())),
+            Mutex::Model(m) => MutexGuard::Model(m.lock().unwrap_or_else(|p| p.into_inner())),
+        }
+    }
+}
+
+impl<T> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match self {
+            MutexGuard::Std(g) => g,
+            MutexGuard::Model(g) => g,
+        }
+    }
+}
+
+impl<T> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        match self {
+            MutexGuard::Std(g) => g,
+            MutexGuard::Model(g) => g,
+        }
+    }
+}
+
+pub(crate) enum Condvar {
+    Std(std::sync::Condvar),
+    Model(model::sync::Condvar),
+}
+
+const MIXED: &str = "a condvar and a mutex from different backends";
+
+impl Condvar {
+    pub(crate) fn new() -> Self {
+        if in_model() {
+            Condvar::Model(model::sync::Condvar::new())
+        } else {
+            Condvar::Std(std::sync::Condvar::new())
+        }
+    }
+
+    pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        match (self, guard) {
+            (Condvar::Std(cv), MutexGuard::Std(g)) => {
+                MutexGuard::Std(cv.wait(g).unwrap_or_else(|p| p.into_inner()))
+            }
+            (Condvar::Model(cv), MutexGuard::Model(g)) => match choose(false) {
+                Choice::Spurious | Choice::DeadlinePassed => MutexGuard::Model(g),
+                Choice::Block => MutexGuard::Model(cv.wait(g).unwrap_or_else(|p| p.into_inner())),
+            },
+            _ => unreachable!("{MIXED}"),
+        }
+    }
+
+    /// Returns the guard and whether `deadline` had passed when the wait ended.
+    pub(crate) fn wait_until<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        deadline: Instant,
+        kind: WaitKind,
+    ) -> (MutexGuard<'a, T>, bool) {
+        match (self, guard) {
+            (Condvar::Std(cv), MutexGuard::Std(g)) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return (MutexGuard::Std(g), true);
+                }
+                let (g, result) = cv
+                    .wait_timeout(g, deadline - now)
+                    .unwrap_or_else(|p| p.into_inner());
+                (MutexGuard::Std(g), result.timed_out())
+            }
+            (Condvar::Model(_), MutexGuard::Model(g)) if kind == WaitKind::Gather => {
+                (MutexGuard::Model(g), true)
+            }
+            (Condvar::Model(cv), MutexGuard::Model(g)) => match choose(true) {
+                Choice::Spurious => (MutexGuard::Model(g), false),
+                Choice::DeadlinePassed => (MutexGuard::Model(g), true),
+                Choice::Block => {
+                    let g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
+                    (MutexGuard::Model(g), false)
+                }
+            },
+            _ => unreachable!("{MIXED}"),
+        }
+    }
+
+    pub(crate) fn notify_one(&self) {
+        match self {
+            Condvar::Std(cv) => cv.notify_one(),
+            Condvar::Model(cv) => cv.notify_one(),
+        }
+    }
+
+    pub(crate) fn notify_all(&self) {
+        match self {
+            Condvar::Std(cv) => cv.notify_all(),
+            Condvar::Model(cv) => cv.notify_all(),
+        }
+    }
+}
+
+macro_rules! atomic {
+    ($name:ident, $value:ty) => {
+        pub(crate) enum $name {
+            Std(std::sync::atomic::$name),
+            Model(model::sync::atomic::$name),
+        }
+
+        impl $name {
+            pub(crate) fn new(value: $value) -> Self {
+                if in_model() {
+                    $name::Model(model::sync::atomic::$name::new(value))
+                } else {
+                    $name::Std(std::sync::atomic::$name::new(value))
+                }
+            }
+
+            pub(crate) fn load(&self, order: Ordering) -> $value {
+                match self {
+                    $name::Std(a) => a.load(order),
+                    $name::Model(a) => a.load(order),
+                }
+            }
+
+            pub(crate) fn store(&self, value: $value, order: Ordering) {
+                match self {
+                    $name::Std(a) => a.store(value, order),
+                    $name::Model(a) => a.store(value, order),
+                }
+            }
+        }
+    };
+}
+
+atomic!(AtomicU64, u64);
+atomic!(AtomicBool, bool);
+
+impl AtomicU64 {
+    pub(crate) fn fetch_add(&self, value: u64, order: Ordering) -> u64 {
+        match self {
+            AtomicU64::Std(a) => a.fetch_add(value, order),
+            AtomicU64::Model(a) => a.fetch_add(value, order),
+        }
+    }
+}
+
+/// A number for the calling thread (the model's thread inside a model), for traces.
+#[cfg(feature = "trace")]
+pub(crate) fn thread_id() -> u64 {
+    let debug = if in_model() {
+        format!("{:?}", model::thread::current().id())
+    } else {
+        format!("{:?}", std::thread::current().id())
+    };
+    super::id_number(&debug)
+}
