@@ -27,7 +27,35 @@ pub const DEFAULT_WAITER_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct Config {
     group_threshold: usize,
     group_interval: Duration,
+    adaptive_max_wait: Duration,
     waiter_timeout: Duration,
+}
+
+/// How a new leader waits for companions before its fsync.
+///
+/// A leader never counts itself as a companion, and stops waiting as soon as it has the
+/// companions it waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Gathering {
+    /// The leader starts its fsync at once.
+    Off,
+    /// The reference design's policy: a leader that has at least one companion waits up
+    /// to `interval` for `threshold` companions. A lone leader does not wait.
+    Fixed {
+        /// Companions to wait for.
+        threshold: usize,
+        /// The longest wait.
+        interval: Duration,
+    },
+    /// Waits for as many companions as were active around the last fsync (the callers
+    /// it served and those queued behind it, less the leader), for at most half the last
+    /// fsync's duration and never more than `max_wait`. A leader whose last fsync served
+    /// only itself does not wait, so a lone thread pays nothing.
+    Adaptive {
+        /// The longest wait.
+        max_wait: Duration,
+    },
 }
 
 impl Default for Config {
@@ -35,6 +63,7 @@ impl Default for Config {
         Config {
             group_threshold: 0,
             group_interval: Duration::ZERO,
+            adaptive_max_wait: Duration::ZERO,
             waiter_timeout: DEFAULT_WAITER_TIMEOUT,
         }
     }
@@ -60,7 +89,24 @@ impl Config {
             } else {
                 Duration::ZERO
             },
+            adaptive_max_wait: Duration::ZERO,
             waiter_timeout: DEFAULT_WAITER_TIMEOUT,
+        }
+    }
+
+    /// The gathering policy in force.
+    pub fn gathering(&self) -> Gathering {
+        if self.group_threshold > 0 {
+            Gathering::Fixed {
+                threshold: self.group_threshold,
+                interval: self.group_interval,
+            }
+        } else if !self.adaptive_max_wait.is_zero() {
+            Gathering::Adaptive {
+                max_wait: self.adaptive_max_wait,
+            }
+        } else {
+            Gathering::Off
         }
     }
 
@@ -105,6 +151,13 @@ impl ConfigBuilder {
         self
     }
 
+    /// Turns on [`Gathering::Adaptive`], waiting at most `max_wait` (above zero, below
+    /// the waiter timeout, and not together with a group threshold).
+    pub fn adaptive_gathering(mut self, max_wait: Duration) -> Self {
+        self.config.adaptive_max_wait = max_wait;
+        self
+    }
+
     /// How long a waiter sleeps before checking on its own; must be above zero.
     pub fn waiter_timeout(mut self, timeout: Duration) -> Self {
         self.config.waiter_timeout = timeout;
@@ -128,6 +181,14 @@ impl ConfigBuilder {
         }
         if c.group_threshold > 0 && c.group_interval >= c.waiter_timeout {
             return Err(ConfigError::IntervalNotBelowTimeout);
+        }
+        if !c.adaptive_max_wait.is_zero() {
+            if c.group_threshold > 0 {
+                return Err(ConfigError::TwoGatheringPolicies);
+            }
+            if c.adaptive_max_wait >= c.waiter_timeout {
+                return Err(ConfigError::IntervalNotBelowTimeout);
+            }
         }
         Ok(c)
     }

@@ -26,6 +26,8 @@ pub enum ConfigError {
     /// The group interval was not shorter than the waiter timeout, so the waiters of a
     /// gathering leader would time out while it gathers.
     IntervalNotBelowTimeout,
+    /// Both a group threshold and adaptive gathering were asked for.
+    TwoGatheringPolicies,
 }
 
 impl fmt::Display for ConfigError {
@@ -40,6 +42,9 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::IntervalNotBelowTimeout => {
                 "the group interval must be shorter than the waiter timeout"
+            }
+            ConfigError::TwoGatheringPolicies => {
+                "a group threshold and adaptive gathering cannot both be set"
             }
         })
     }

@@ -64,7 +64,7 @@ mod sync;
 #[cfg(feature = "trace")]
 pub mod trace;
 
-pub use config::{Config, ConfigBuilder, DEFAULT_WAITER_TIMEOUT};
+pub use config::{Config, ConfigBuilder, Gathering, DEFAULT_WAITER_TIMEOUT};
 pub use error::{ConfigError, Failure};
 pub use lsn::GroupCommit;
 pub use manager::FsyncManager;

@@ -15,7 +15,7 @@
 //!   wake it, or a leader is gathering for it, or the phase is `Idle` and a hand-off
 //!   (a `notify_one` on its group) is on its way.
 
-use crate::config::Config;
+use crate::config::{Config, Gathering};
 use crate::error::{invalid_input, Failure};
 use crate::stats::Stats;
 use crate::sync::{AtomicBool, AtomicU64, Condvar, Instant, Mutex, MutexGuard, Ordering, WaitKind};
@@ -53,7 +53,9 @@ enum Next {
     Lead,
     /// Sleep until the fsync numbered `generation` has finished (or a wake-up says to
     /// look again).
-    Wait { generation: u64 },
+    Wait {
+        generation: u64,
+    },
 }
 
 struct State {
@@ -69,6 +71,13 @@ struct State {
     /// Waiters for the fsync after it: the companions of the next leader.
     next_group: u64,
     failure: Option<Failure>,
+    /// Companions a gathering leader waits for.
+    gather_until: u64,
+    /// Callers active around the last successful fsync: those it served and those queued
+    /// behind it. Adaptive gathering waits for as many.
+    recently_active: u64,
+    /// How long the last fsync took; adaptive gathering waits at most half of it.
+    last_fsync_time: Duration,
     stats: Stats,
 }
 
@@ -141,6 +150,9 @@ impl Protocol {
                 riders: 0,
                 next_group: 0,
                 failure: None,
+                gather_until: 0,
+                recently_active: 0,
+                last_fsync_time: Duration::ZERO,
                 stats: Stats::default(),
             }),
             groups: [Condvar::new(), Condvar::new()],
@@ -236,8 +248,8 @@ impl Protocol {
                 }
                 Next::Wait { generation } => {
                     let since = *blocked_since.get_or_insert_with(Instant::now);
-                    let until =
-                        *deadline.get_or_insert_with(|| since.checked_add(self.config.waiter_timeout()));
+                    let until = *deadline
+                        .get_or_insert_with(|| since.checked_add(self.config.waiter_timeout()));
                     let timed_out;
                     (st, timed_out) = self.wait(st, generation, until);
                     if timed_out {
@@ -273,7 +285,7 @@ impl Protocol {
             st.riders += 1;
         } else {
             st.next_group += 1;
-            if st.phase == Phase::Gathering && st.next_group == self.config.group_threshold() as u64 {
+            if st.phase == Phase::Gathering && st.next_group == st.gather_until {
                 self.gatherer.notify_one();
             }
         }
@@ -317,10 +329,8 @@ impl Protocol {
     {
         st.phase = Phase::Gathering;
         step!(st, "BecomeLeader", lsn);
-        let threshold = self.config.group_threshold() as u64;
-        // A lone leader does not wait: nobody is there to gather with (F8).
-        if st.next_group > 0 && st.next_group < threshold {
-            st = self.gather(st, threshold);
+        if let Some((companions, longest)) = self.gathering_plan(&st) {
+            st = self.gather(st, companions, longest);
         }
         let (generation, target) = self.start_fsync(&mut st);
         step!(st, "StartFsync", lsn);
@@ -333,13 +343,38 @@ impl Protocol {
         self.finish_fsync(generation, target, outcome, took, lsn)
     }
 
-    /// `Gather`: wait, up to the group interval, until `threshold` companions have
-    /// arrived. The leader is not its own companion.
-    fn gather<'a>(&self, mut st: MutexGuard<'a, State>, threshold: u64) -> MutexGuard<'a, State> {
+    /// How many companions a new leader waits for, and for how long at most; `None`
+    /// when it should start its fsync at once.
+    fn gathering_plan(&self, st: &State) -> Option<(u64, Duration)> {
+        let (companions, longest) = match self.config.gathering() {
+            Gathering::Off => return None,
+            // A lone leader does not wait: nobody is there to gather with (F8).
+            Gathering::Fixed { .. } if st.next_group == 0 => return None,
+            Gathering::Fixed {
+                threshold,
+                interval,
+            } => (threshold as u64, interval),
+            Gathering::Adaptive { max_wait } => (
+                st.recently_active.saturating_sub(1),
+                max_wait.min(st.last_fsync_time / 2),
+            ),
+        };
+        (st.next_group < companions && !longest.is_zero()).then_some((companions, longest))
+    }
+
+    /// `Gather`: wait, for at most `longest`, until `companions` callers wait for the
+    /// fsync this leader will start. The leader is not its own companion.
+    fn gather<'a>(
+        &self,
+        mut st: MutexGuard<'a, State>,
+        companions: u64,
+        longest: Duration,
+    ) -> MutexGuard<'a, State> {
+        st.gather_until = companions;
         let began = Instant::now();
-        match began.checked_add(self.config.group_interval()) {
+        match began.checked_add(longest) {
             Some(deadline) => {
-                while st.next_group < threshold {
+                while st.next_group < companions {
                     let timed_out;
                     (st, timed_out) = self.gatherer.wait_until(st, deadline, WaitKind::Gather);
                     if timed_out {
@@ -348,7 +383,7 @@ impl Protocol {
                 }
             }
             None => {
-                while st.next_group < threshold {
+                while st.next_group < companions {
                     st = self.gatherer.wait(st);
                 }
             }
@@ -381,6 +416,7 @@ impl Protocol {
     ) -> io::Result<()> {
         let mut st = self.state.lock();
         st.stats.fsync_time += took;
+        st.last_fsync_time = took;
         match outcome {
             Ok(Ok(())) => {
                 // Targets grow with `written`, so this only ever raises `durable`.
@@ -393,6 +429,7 @@ impl Protocol {
                 if served > 1 {
                     st.stats.group_commits += 1;
                 }
+                st.recently_active = served + st.next_group;
                 st.phase = Phase::Idle;
                 step!(st, "FinishFsync", lsn);
                 if served > 1 {

@@ -91,7 +91,9 @@ enum Choice {
 fn choose(timed: bool) -> Choice {
     RUN.with(|run| {
         let mut run = run.borrow_mut();
-        let run = run.as_mut().expect("a model primitive used outside within_model");
+        let run = run
+            .as_mut()
+            .expect("a model primitive used outside within_model");
         let index = run.waits;
         run.waits = run.waits.saturating_add(1);
         let (spurious, deadline) = draw(&run.choices, index);

@@ -16,13 +16,19 @@
 #[cfg(any(feature = "loom", feature = "shuttle"))]
 mod checked;
 #[cfg(any(feature = "loom", feature = "shuttle"))]
-pub(crate) use checked::{AtomicBool, AtomicU64, Condvar, Mutex, MutexGuard};
-#[cfg(any(feature = "loom", feature = "shuttle"))]
 pub use checked::{within_model, ModelChoices};
+#[cfg(any(feature = "loom", feature = "shuttle"))]
+pub(crate) use checked::{AtomicBool, AtomicU64, Condvar, Mutex, MutexGuard};
 
-#[cfg(all(feature = "parking_lot", not(any(feature = "loom", feature = "shuttle"))))]
+#[cfg(all(
+    feature = "parking_lot",
+    not(any(feature = "loom", feature = "shuttle"))
+))]
 mod parking_lot_backend;
-#[cfg(all(feature = "parking_lot", not(any(feature = "loom", feature = "shuttle"))))]
+#[cfg(all(
+    feature = "parking_lot",
+    not(any(feature = "loom", feature = "shuttle"))
+))]
 pub(crate) use parking_lot_backend::{Condvar, Mutex, MutexGuard};
 
 #[cfg(not(any(feature = "parking_lot", feature = "loom", feature = "shuttle")))]
@@ -43,7 +49,12 @@ pub(crate) use checked::thread_id;
 
 #[cfg(feature = "trace")]
 fn id_number(debug: &str) -> u64 {
-    debug.chars().filter(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0)
+    debug
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or(0)
 }
 
 pub(crate) use std::sync::atomic::Ordering;
