@@ -71,3 +71,8 @@ pub use manager::FsyncManager;
 pub use stats::Stats;
 #[cfg(any(feature = "loom", feature = "shuttle"))]
 pub use sync::{within_model, ModelChoices};
+
+/// The README's examples, compiled as doc tests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
