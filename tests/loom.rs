@@ -1,0 +1,150 @@
+//! Loom explores the crate's own protocol code, exhaustively within a preemption bound,
+//! through both front ends; every execution runs the checks of `model_harness`.
+//!
+//! Run: `cargo test --release --features loom --test loom` (add `-- --nocapture` to see
+//! the execution counts). `GC_MODEL_FULL=1` raises the bounds (see
+//! `docs/verification.md` for both sets of figures).
+//!
+//! Threads are calling threads, the test's main thread included (loom allows 5 in all).
+//! A waiter's deadline passing and a spurious wake-up are the checker's choices, set per
+//! run by masks: bit `i` applies to the `i`-th waiter wait of an execution. With no bit
+//! set no deadline ever passes, so a hand-off that relies on the timeout deadlocks, and
+//! loom reports it.
+
+#![cfg(feature = "loom")]
+
+mod model_harness;
+
+use model_harness::{Api, Fault, Gather, Scenario};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+fn full() -> bool {
+    std::env::var_os("GC_MODEL_FULL").is_some_and(|v| v != "0")
+}
+
+/// The preemption bound for `callers` threads.
+fn bound(callers: usize) -> usize {
+    match (callers, full()) {
+        (..=3, false) => 3,
+        (_, false) => 2,
+        (..=2, true) => 6,
+        (3, true) => 4,
+        (_, true) => 3,
+    }
+}
+
+/// Explores `scenario` exhaustively within the preemption bound; returns the number of
+/// executions.
+fn explore(scenario: Scenario) -> usize {
+    println!("loom: exploring {scenario:?}");
+    let mut builder = loom::model::Builder::new();
+    // GC_BOUND overrides the bound, to find the smallest one that shows a failure.
+    let bound = std::env::var("GC_BOUND")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| bound(scenario.callers));
+    builder.preemption_bound = Some(bound);
+    let executions = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&executions);
+    builder.check(move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+        scenario.execute();
+    });
+    let executions = executions.load(Ordering::Relaxed);
+    println!("loom: {scenario:?}, preemption bound {bound}: {executions} executions");
+    executions
+}
+
+fn explore_all(name: &str, scenarios: &[Scenario]) {
+    model_harness::quiet_planted_panics();
+    let total: usize = scenarios.iter().map(|s| explore(*s)).sum();
+    println!(
+        "loom total {name}: {} runs, {total} executions",
+        scenarios.len()
+    );
+}
+
+/// Deadline masks: the first wait, the second, the first two, the first three.
+const DEADLINES: [u64; 4] = [0b1, 0b10, 0b11, 0b111];
+/// Spurious wake-up masks.
+const SPURIOUS: [u64; 3] = [0b1, 0b10, 0b101];
+
+/// Every mode for `callers` threads of `api`.
+fn modes(api: Api, callers: usize) -> Vec<Scenario> {
+    let base = Scenario::new(api, callers);
+    let mut all = vec![base];
+    all.extend(DEADLINES.iter().map(|&m| base.deadlines(m)));
+    all.extend(SPURIOUS.iter().map(|&m| base.spurious(m)));
+    for n in 0..callers.min(2) as u64 {
+        all.push(base.fault(Fault::Fail(n)));
+        all.push(base.fault(Fault::Panic(n)));
+    }
+    // A failure seen by a waiter that timed out, or woke spuriously.
+    all.push(base.fault(Fault::Fail(0)).deadlines(0b1));
+    all.push(base.fault(Fault::Fail(0)).spurious(0b1));
+    all.push(base.gather(Gather::Fixed));
+    all.push(base.gather(Gather::Adaptive));
+    all.push(base.gather(Gather::Fixed).deadlines(0b1));
+    if api == Api::Lsn {
+        all.push(base.recommit());
+        all.push(base.recommit().fault(Fault::Fail(0)));
+    }
+    all
+}
+
+/// Fewer modes for 4 threads, where each run costs more.
+fn modes4(api: Api) -> Vec<Scenario> {
+    let base = Scenario::new(api, 4);
+    let mut all = vec![
+        base,
+        base.deadlines(0b1),
+        base.deadlines(0b10),
+        base.spurious(0b1),
+        base.fault(Fault::Fail(0)),
+        base.fault(Fault::Fail(1)),
+        base.fault(Fault::Panic(0)),
+        base.gather(Gather::Fixed),
+    ];
+    if api == Api::Lsn {
+        all.push(base.recommit());
+    }
+    if full() {
+        all.extend([
+            base.deadlines(0b11),
+            base.spurious(0b10),
+            base.fault(Fault::Panic(1)),
+        ]);
+    }
+    all
+}
+
+#[test]
+fn manager_2_threads() {
+    explore_all("manager_2_threads", &modes(Api::Manager, 2));
+}
+
+#[test]
+fn manager_3_threads() {
+    explore_all("manager_3_threads", &modes(Api::Manager, 3));
+}
+
+#[test]
+fn manager_4_threads() {
+    explore_all("manager_4_threads", &modes4(Api::Manager));
+}
+
+#[test]
+fn lsn_2_threads() {
+    explore_all("lsn_2_threads", &modes(Api::Lsn, 2));
+}
+
+#[test]
+fn lsn_3_threads() {
+    explore_all("lsn_3_threads", &modes(Api::Lsn, 3));
+}
+
+#[test]
+fn lsn_4_threads() {
+    explore_all("lsn_4_threads", &modes4(Api::Lsn));
+}

@@ -1,0 +1,486 @@
+//! The model of a log and its callers that `tests/loom.rs` and `tests/shuttle.rs` both
+//! explore, with the assertions every explored execution must pass.
+//!
+//! One execution: `callers` threads (the test's main thread is caller 0) each write a
+//! record to a modelled log and ask the crate to make it durable, through
+//! [`FsyncManager`] or [`GroupCommit`]. The fsync closure they hand the crate models the
+//! disk: it snapshots the written records when it starts and makes that snapshot durable
+//! when it ends; a failing one drops every dirty record for good (what Linux may do after
+//! EIO). The assertions carry the names of the TLA+ properties they check, so that
+//! `docs/spec-map.md` can point at them:
+//!
+//! - `FsyncBeforeReturn`: an `Ok` caller's record is durable, so a completed fsync that
+//!   started after the write covered it;
+//! - `NoOkAfterFailure`: no `Ok` for a record that a failed fsync dropped; no fsync starts
+//!   after one failed; every `Err` comes after a failure and carries its error
+//!   (`ErrorPreserved`);
+//! - `DurableMonotonic`: `durable_lsn()` never decreases, and every LSN at or below it is
+//!   durable;
+//! - `AtMostOneFsync`: no two fsync closures overlap;
+//! - `StatsExact`: the counters equal the events the harness saw.
+//!
+//! A deadlock (every thread blocked) is reported by the checker itself.
+
+#![allow(dead_code)]
+
+#[cfg(feature = "loom")]
+pub use loom as model;
+#[cfg(all(feature = "shuttle", not(feature = "loom")))]
+pub use shuttle as model;
+
+use group_commit::{within_model, Config, FsyncManager, GroupCommit, ModelChoices, Stats};
+use model::sync::Mutex;
+use std::cell::Cell;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+/// The errno the failing fsync returns (EIO).
+pub const EIO: i32 = 5;
+/// The payload of the panicking fsync closure; the quiet panic hook drops it.
+pub const PLANTED_PANIC: &str = "model harness: this fsync closure panics on purpose";
+
+/// Which front end the callers use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    /// `FsyncManager::fsync`, the closure front end.
+    Manager,
+    /// `GroupCommit::mark_written` + `commit`, the LSN front end.
+    Lsn,
+}
+
+/// What the fsync closures do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Every fsync succeeds.
+    None,
+    /// The fsync with this number (0 = the first to start) returns EIO.
+    Fail(u64),
+    /// The fsync with this number panics.
+    Panic(u64),
+}
+
+/// The gathering policy of the manager under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gather {
+    /// Off (the default configuration).
+    Off,
+    /// The reference policy: `FsyncManager::new(2, 1)` or threshold 2, interval 1 ms.
+    Fixed,
+    /// Adaptive gathering, at most 1 ms.
+    Adaptive,
+}
+
+/// One explored configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    /// The front end.
+    pub api: Api,
+    /// Calling threads, the main thread included.
+    pub callers: usize,
+    /// What the fsyncs do.
+    pub fault: Fault,
+    /// The gathering policy.
+    pub gather: Gather,
+    /// LSN front end: after an `Ok`, commit the same LSN again (already durable: it must
+    /// return without an fsync).
+    pub recommit: bool,
+    /// How waits end (deadlines, spurious wake-ups).
+    pub choices: ModelChoices,
+}
+
+impl Scenario {
+    /// A scenario with no faults, gathering off, deadlines that never pass.
+    pub const fn new(api: Api, callers: usize) -> Self {
+        Scenario {
+            api,
+            callers,
+            fault: Fault::None,
+            gather: Gather::Off,
+            recommit: false,
+            choices: ModelChoices {
+                deadline_mask: 0,
+                spurious_mask: 0,
+                deadline_probability: 0.0,
+                spurious_probability: 0.0,
+            },
+        }
+    }
+
+    /// With this fault.
+    pub const fn fault(mut self, fault: Fault) -> Self {
+        self.fault = fault;
+        self
+    }
+
+    /// With this gathering policy.
+    pub const fn gather(mut self, gather: Gather) -> Self {
+        self.gather = gather;
+        self
+    }
+
+    /// With recommits of already-durable LSNs.
+    pub const fn recommit(mut self) -> Self {
+        self.recommit = true;
+        self
+    }
+
+    /// Loom: the waiter waits (numbered in execution order) whose deadline passes.
+    pub const fn deadlines(mut self, mask: u64) -> Self {
+        self.choices.deadline_mask = mask;
+        self
+    }
+
+    /// Loom: the waiter waits that wake spuriously.
+    pub const fn spurious(mut self, mask: u64) -> Self {
+        self.choices.spurious_mask = mask;
+        self
+    }
+
+    /// Shuttle: the probability that a waiter's wait sees its deadline pass, and that it
+    /// wakes spuriously.
+    pub const fn chances(mut self, deadline: f64, spurious: f64) -> Self {
+        self.choices.deadline_probability = deadline;
+        self.choices.spurious_probability = spurious;
+        self
+    }
+
+    /// Runs one execution: call it once per execution, inside `loom::model` or the
+    /// closure given to a shuttle runner.
+    pub fn execute(&self) {
+        let scenario = *self;
+        within_model(scenario.choices, move || run(scenario));
+    }
+
+    fn config(&self) -> Config {
+        let builder = Config::builder();
+        let builder = match self.gather {
+            Gather::Off => builder,
+            Gather::Fixed => builder
+                .group_threshold(2)
+                .group_interval(Duration::from_millis(1)),
+            Gather::Adaptive => builder.adaptive_gathering(Duration::from_millis(1)),
+        };
+        builder.build().expect("a valid model configuration")
+    }
+
+    /// Whether no waiter's deadline can ever pass in this scenario.
+    fn deadlines_never_pass(&self) -> bool {
+        self.choices.deadline_mask == 0 && self.choices.deadline_probability == 0.0
+    }
+}
+
+/// The front end under test.
+enum Front {
+    Manager(FsyncManager),
+    Lsn(GroupCommit),
+}
+
+impl Front {
+    fn stats(&self) -> Stats {
+        match self {
+            Front::Manager(m) => m.stats(),
+            Front::Lsn(g) => g.stats(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FailureKind {
+    Eio,
+    Panic,
+}
+
+/// The modelled log and disk. Record `r` is bit `r`: for the closure front end, the
+/// caller's number; for the LSN front end, its LSN less one (LSNs are given out in
+/// append order, from 1).
+#[derive(Default)]
+struct Log {
+    written: u64,
+    durable: u64,
+    /// Dropped by a failed fsync: never durable.
+    lost: u64,
+    next_lsn: u64,
+    fsync_running: bool,
+    fsyncs: u64,
+    failed_fsyncs: u64,
+    first_failure: Option<FailureKind>,
+    highest_durable_seen: u64,
+}
+
+/// How one call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Err(io::ErrorKind, Option<i32>),
+    Panicked,
+}
+
+struct Shared {
+    scenario: Scenario,
+    front: Front,
+    log: Mutex<Log>,
+}
+
+fn bit_of_lsn(lsn: u64) -> u64 {
+    1 << (lsn - 1)
+}
+
+/// Every record with an LSN at or below `lsn`.
+fn lsns_up_to(lsn: u64) -> u64 {
+    if lsn >= 64 {
+        u64::MAX
+    } else {
+        (1 << lsn) - 1
+    }
+}
+
+/// The fsync closure: models the disk (see [`Log`]).
+fn fsync(shared: &Shared) -> io::Result<()> {
+    let (number, snapshot) = {
+        let mut log = shared.log.lock().unwrap();
+        assert!(
+            !log.fsync_running,
+            "AtMostOneFsync: an fsync started while another was running"
+        );
+        assert!(
+            log.first_failure.is_none(),
+            "NoOkAfterFailure: an fsync started after one had failed"
+        );
+        log.fsync_running = true;
+        let number = log.fsyncs;
+        log.fsyncs += 1;
+        (number, log.written)
+    };
+    // The lock is released here: the fsync runs while other callers write and arrive.
+    let mut log = shared.log.lock().unwrap();
+    log.fsync_running = false;
+    let failure = match shared.scenario.fault {
+        Fault::Fail(n) if n == number => Some(FailureKind::Eio),
+        Fault::Panic(n) if n == number => Some(FailureKind::Panic),
+        _ => None,
+    };
+    match failure {
+        None => {
+            let lost = log.lost;
+            log.durable |= snapshot & !lost;
+            Ok(())
+        }
+        Some(kind) => {
+            // The kernel drops every dirty page: no later fsync can make them durable.
+            let dirty = log.written & !log.durable;
+            log.lost |= dirty;
+            log.failed_fsyncs += 1;
+            log.first_failure.get_or_insert(kind);
+            drop(log);
+            if kind == FailureKind::Panic {
+                std::panic::panic_any(PLANTED_PANIC);
+            }
+            Err(io::Error::from_raw_os_error(EIO))
+        }
+    }
+}
+
+fn call(body: impl FnOnce() -> io::Result<()>) -> Outcome {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => Outcome::Ok,
+        Ok(Err(error)) => Outcome::Err(error.kind(), error.raw_os_error()),
+        Err(payload) => {
+            let ours = payload.downcast_ref::<&str>() == Some(&PLANTED_PANIC);
+            assert!(ours, "a call panicked with an unexpected payload");
+            Outcome::Panicked
+        }
+    }
+}
+
+/// The checks after one call for record `bit` (and, LSN front end, `lsn`).
+fn check(shared: &Shared, outcome: Outcome, bit: u64, lsn: Option<u64>) {
+    let mut log = shared.log.lock().unwrap();
+    match outcome {
+        Outcome::Ok => {
+            assert!(
+                log.lost & bit == 0,
+                "NoOkAfterFailure: Ok for a record that a failed fsync dropped"
+            );
+            assert!(
+                log.durable & bit != 0,
+                "FsyncBeforeReturn: Ok before an fsync that started after the write had completed"
+            );
+        }
+        Outcome::Err(kind, raw) => match log.first_failure {
+            None => panic!("NoOkAfterFailure: an Err with no failed fsync ({kind:?})"),
+            Some(FailureKind::Eio) => assert_eq!(
+                raw,
+                Some(EIO),
+                "ErrorPreserved: the error lost the errno of the failed fsync"
+            ),
+            Some(FailureKind::Panic) => assert_eq!(
+                (kind, raw),
+                (io::ErrorKind::Other, None),
+                "ErrorPreserved: wrong error after a panicked fsync"
+            ),
+        },
+        Outcome::Panicked => {}
+    }
+    if let (Front::Lsn(g), Some(lsn)) = (&shared.front, lsn) {
+        // Observed under the log's lock, so the observations are totally ordered.
+        let durable = g.durable_lsn();
+        assert!(
+            durable >= log.highest_durable_seen,
+            "DurableMonotonic: durable_lsn went from {} down to {durable}",
+            log.highest_durable_seen
+        );
+        log.highest_durable_seen = durable;
+        assert!(
+            lsns_up_to(durable) & !log.durable == 0,
+            "DurableMonotonic: durable_lsn {durable} covers a record no fsync made durable"
+        );
+        if outcome == Outcome::Ok {
+            assert!(
+                durable >= lsn,
+                "FsyncBeforeReturn: Ok for LSN {lsn} but durable_lsn is {durable}"
+            );
+        }
+    }
+}
+
+/// One caller: write, make durable, check; returns how its calls ended.
+fn caller(shared: &Shared, me: usize) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    match &shared.front {
+        Front::Manager(m) => {
+            let bit = 1 << me;
+            shared.log.lock().unwrap().written |= bit;
+            let outcome = call(|| m.fsync(|| fsync(shared)));
+            check(shared, outcome, bit, None);
+            outcomes.push(outcome);
+        }
+        Front::Lsn(g) => {
+            let lsn = {
+                // The append lock: LSNs are marked written in order.
+                let mut log = shared.log.lock().unwrap();
+                log.next_lsn += 1;
+                let lsn = log.next_lsn;
+                log.written |= bit_of_lsn(lsn);
+                g.mark_written(lsn).expect("LSNs are marked in order");
+                lsn
+            };
+            let outcome = call(|| g.commit(lsn, || fsync(shared)));
+            check(shared, outcome, bit_of_lsn(lsn), Some(lsn));
+            outcomes.push(outcome);
+            if shared.scenario.recommit && outcome == Outcome::Ok {
+                let ran = Cell::new(false);
+                let again = call(|| {
+                    g.commit(lsn, || {
+                        ran.set(true);
+                        Ok(())
+                    })
+                });
+                assert!(
+                    !ran.get(),
+                    "AtMostOneFsync: a commit of an already durable LSN ran an fsync"
+                );
+                assert_ne!(again, Outcome::Panicked);
+                check(shared, again, bit_of_lsn(lsn), Some(lsn));
+                outcomes.push(again);
+            }
+        }
+    }
+    outcomes
+}
+
+fn run(scenario: Scenario) {
+    assert!((1..=63).contains(&scenario.callers));
+    let front = match scenario.api {
+        Api::Manager => Front::Manager(match scenario.gather {
+            // The reference constructor, as users of the drop-in call it.
+            Gather::Fixed => FsyncManager::new(2, 1),
+            _ => FsyncManager::with_config(scenario.config()),
+        }),
+        Api::Lsn => Front::Lsn(GroupCommit::new(scenario.config())),
+    };
+    let shared = Arc::new(Shared {
+        scenario,
+        front,
+        log: Mutex::new(Log::default()),
+    });
+    let others: Vec<_> = (1..scenario.callers)
+        .map(|me| {
+            let shared = Arc::clone(&shared);
+            model::thread::spawn(move || caller(&shared, me))
+        })
+        .collect();
+    let mut outcomes = caller(&shared, 0);
+    for other in others {
+        outcomes.extend(other.join().expect("callers catch their panics"));
+    }
+    check_stats(&shared, &outcomes);
+}
+
+/// `StatsExact`: the counters equal what the harness saw happen.
+fn check_stats(shared: &Shared, outcomes: &[Outcome]) {
+    let stats = shared.front.stats();
+    let log = shared.log.lock().unwrap();
+    let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(o)).count() as u64;
+    let oks = count(|o| matches!(o, Outcome::Ok));
+    let errs = count(|o| matches!(o, Outcome::Err(..)));
+    let panics = count(|o| matches!(o, Outcome::Panicked));
+    let why = format!(
+        "StatsExact: {stats:?}; ok {oks}, err {errs}, panicked {panics}, fsyncs {}, failed {}",
+        log.fsyncs, log.failed_fsyncs
+    );
+    assert_eq!(stats.requests, outcomes.len() as u64, "{why}");
+    assert_eq!(stats.fsyncs, log.fsyncs, "{why}");
+    assert_eq!(stats.failed_fsyncs, log.failed_fsyncs, "{why}");
+    assert_eq!(
+        panics,
+        u64::from(log.first_failure == Some(FailureKind::Panic)),
+        "{why}"
+    );
+    assert_eq!(stats.served + stats.already_durable, oks, "{why}");
+    assert_eq!(stats.failed_requests, errs + panics, "{why}");
+    assert_eq!(stats.waiting, 0, "{why}");
+    if shared.scenario.api == Api::Manager {
+        // Each call is a new write: it can never be durable already.
+        assert_eq!(stats.already_durable, 0, "{why}");
+    }
+    // `served` sums the group sizes of the successful fsyncs.
+    let successful = stats.fsyncs - stats.failed_fsyncs;
+    let extra = stats.served - successful.min(stats.served);
+    assert!(stats.served >= successful, "{why}");
+    assert!(stats.group_commits <= successful, "{why}");
+    assert!(extra >= stats.group_commits, "{why}");
+    assert_eq!(extra > 0, stats.group_commits > 0, "{why}");
+    if successful > 0 {
+        assert!(stats.largest_group >= 1, "{why}");
+        assert!(
+            stats.largest_group + (successful - 1) <= stats.served,
+            "{why}"
+        );
+        assert!(stats.served <= successful * stats.largest_group, "{why}");
+    } else {
+        assert_eq!(stats.largest_group, 0, "{why}");
+    }
+    if shared.scenario.deadlines_never_pass() {
+        assert_eq!(stats.timeouts, 0, "{why}");
+    } else if shared.scenario.choices.deadline_probability == 0.0 {
+        let fired_at_most = u64::from(shared.scenario.choices.deadline_mask.count_ones());
+        assert!(stats.timeouts <= fired_at_most, "{why}");
+    }
+}
+
+/// Drops the report of the planted panic (expected, and caught) from the panic hook, so
+/// checker output stays readable; every other panic is reported as before. Call it
+/// after the checker has installed its own hook.
+pub fn quiet_planted_panics() {
+    static QUIET: Once = Once::new();
+    QUIET.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<&str>() != Some(&PLANTED_PANIC) {
+                previous(info);
+            }
+        }));
+    });
+}
