@@ -2,8 +2,9 @@
 //! few fsyncs, and none is told its write is durable before it is.
 //!
 //! **The guarantee:** a call returns `Ok` only after an fsync that started after the
-//! caller's write (and covers it) has completed successfully; after any fsync fails or
-//! panics, no call returns `Ok` for a write that was not already durable.
+//! caller's write (and covers it) has completed successfully; once an fsync fails or
+//! panics, the callers it was to serve and every call after it get the original error,
+//! and no fsync runs again.
 //!
 //! One thread leads and runs the fsync; threads that arrive meanwhile wait and are
 //! served by the next one, whose leader is handed off under the lock. The protocol is
@@ -70,7 +71,7 @@ pub use lsn::GroupCommit;
 pub use manager::FsyncManager;
 pub use stats::Stats;
 #[cfg(any(feature = "loom", feature = "shuttle"))]
-pub use sync::{within_model, ModelChoices};
+pub use sync::{fired_choices, within_model, FiredChoices, ModelChoices};
 
 /// The README's examples, compiled as doc tests so they cannot rot.
 #[cfg(doctest)]

@@ -9,8 +9,9 @@
 //!   finds `Phase::Idle` becomes leader;
 //! - `durable` only grows, and only to the target of a completed, successful fsync,
 //!   read from `written` just before that fsync started;
-//! - once `failure` is set it stays set, and no call returns `Ok` after that except one
-//!   whose LSN was durable before the failure;
+//! - once `failure` is set it stays set; every call that arrives after it, and every
+//!   waiter the failed fsync (or one after it) would have served, gets its error. Only a
+//!   waiter already served by an earlier, successful fsync may still return `Ok`;
 //! - a waiter always has a way out without its timeout: its fsync is running and will
 //!   wake it, or a leader is gathering for it, or the phase is `Idle` and a hand-off
 //!   (a `notify_one` on its group) is on its way.
@@ -91,12 +92,19 @@ impl State {
         }
     }
 
-    /// The decision every critical section of a caller ends with.
-    fn decide(&self, lsn: u64) -> Next {
+    /// The decision every critical section of a caller ends with. `waited` says
+    /// whether the caller is a waiter rechecking (rather than a call arriving): a waiter
+    /// whose fsync succeeded was served, even if a later fsync has failed since, while
+    /// a call that arrives after a failure is refused whatever its LSN.
+    fn decide(&self, lsn: u64, waited: bool) -> Next {
+        let served = lsn <= self.durable;
+        if served && waited {
+            return Next::Return(Ok(()));
+        }
         if let Some(failure) = &self.failure {
             return Next::Return(Err(failure.to_io_error()));
         }
-        if lsn <= self.durable {
+        if served {
             return Next::Return(Ok(()));
         }
         match self.phase {
@@ -267,7 +275,7 @@ impl Protocol {
 
     /// `Arrive`: the first critical section of a call.
     fn arrive(&self, st: &mut State, lsn: u64) -> Next {
-        let next = st.decide(lsn);
+        let next = st.decide(lsn, false);
         match &next {
             Next::Return(Ok(())) => st.stats.already_durable += 1,
             Next::Return(Err(_)) => st.stats.failed_requests += 1,
@@ -310,7 +318,7 @@ impl Protocol {
     /// stays in its group unless it leaves (served, failed) or takes the lead; a
     /// spurious wake-up or a timeout therefore changes nothing while somebody leads.
     fn recheck(&self, st: &mut State, lsn: u64) -> Next {
-        let next = st.decide(lsn);
+        let next = st.decide(lsn, true);
         match &next {
             // Counted as served by the leader that covered it, or failed by `poison`.
             Next::Return(_) => {}

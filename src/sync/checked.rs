@@ -8,8 +8,9 @@
 //! explicit here: each wait a waiter makes is numbered in execution order, and
 //! [`ModelChoices`] says which numbers see their deadline pass or a spurious wake-up
 //! (loom, one mode per run) or how likely each is (shuttle, from its seeded randomness).
-//! A gathering leader's deadline always passes at once: gathering must end, and a
-//! checker has no other way to end it.
+//! A gathering leader's wait releases the lock, yields, takes the lock back and reports
+//! its deadline passed: gathering must end, and a checker has no other way to end it,
+//! but other threads can still run (and join the group) while the leader gathers.
 
 use super::{Instant, WaitKind};
 use std::cell::RefCell;
@@ -42,6 +43,27 @@ pub struct ModelChoices {
 struct ModelRun {
     choices: ModelChoices,
     waits: u32,
+    fired: FiredChoices,
+}
+
+/// How many of the [`ModelChoices`] took effect so far in the current execution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FiredChoices {
+    /// Waits that returned with their deadline passed.
+    pub deadlines: u32,
+    /// Waits that returned as woken without a notify.
+    pub spurious: u32,
+}
+
+/// The choices that took effect so far in the execution running on this thread
+/// (all zero outside [`within_model`]).
+pub fn fired_choices() -> FiredChoices {
+    RUN.with(|run| {
+        run.borrow()
+            .as_ref()
+            .map(|run| run.fired)
+            .unwrap_or_default()
+    })
 }
 
 thread_local! {
@@ -66,7 +88,13 @@ thread_local! {
 /// });
 /// ```
 pub fn within_model<R>(choices: ModelChoices, body: impl FnOnce() -> R) -> R {
-    let previous = RUN.with(|run| run.borrow_mut().replace(ModelRun { choices, waits: 0 }));
+    let previous = RUN.with(|run| {
+        run.borrow_mut().replace(ModelRun {
+            choices,
+            waits: 0,
+            fired: FiredChoices::default(),
+        })
+    });
     struct Restore(Option<ModelRun>);
     impl Drop for Restore {
         fn drop(&mut self) {
@@ -98,8 +126,10 @@ fn choose(timed: bool) -> Choice {
         run.waits = run.waits.saturating_add(1);
         let (spurious, deadline) = draw(&run.choices, index);
         if spurious {
+            run.fired.spurious += 1;
             Choice::Spurious
         } else if deadline && timed {
+            run.fired.deadlines += 1;
             Choice::DeadlinePassed
         } else {
             Choice::Block
@@ -129,7 +159,33 @@ pub(crate) enum Mutex<T> {
 
 pub(crate) enum MutexGuard<'a, T> {
     Std(std::sync::MutexGuard<'a, T>),
-    Model(model::sync::MutexGuard<'a, T>),
+    Model(ModelGuard<'a, T>),
+}
+
+/// A model guard that remembers its mutex, so a gathering wait can let go of it.
+pub(crate) struct ModelGuard<'a, T> {
+    mutex: &'a model::sync::Mutex<T>,
+    guard: model::sync::MutexGuard<'a, T>,
+}
+
+impl<'a, T> ModelGuard<'a, T> {
+    fn lock(mutex: &'a model::sync::Mutex<T>) -> Self {
+        let guard = mutex.lock().unwrap_or_else(|p| p.into_inner());
+        ModelGuard { mutex, guard }
+    }
+
+    fn wait(self, cv: &model::sync::Condvar) -> Self {
+        let guard = cv.wait(self.guard).unwrap_or_else(|p| p.into_inner());
+        ModelGuard { guard, ..self }
+    }
+
+    /// Lets go of the lock, lets the others run, and takes it back.
+    fn release_and_retake(self) -> Self {
+        let mutex = self.mutex;
+        drop(self.guard);
+        model::thread::yield_now();
+        ModelGuard::lock(mutex)
+    }
 }
 
 impl<T> Mutex<T> {
@@ -144,7 +200,7 @@ impl<T> Mutex<T> {
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
         match self {
             Mutex::Std(m) => MutexGuard::Std(m.lock().unwrap_or_else(|p| p.into_inner())),
-            Mutex::Model(m) => MutexGuard::Model(m.lock().unwrap_or_else(|p| p.into_inner())),
+            Mutex::Model(m) => MutexGuard::Model(ModelGuard::lock(m)),
         }
     }
 }
@@ -154,7 +210,7 @@ impl<T> Deref for MutexGuard<'_, T> {
     fn deref(&self) -> &T {
         match self {
             MutexGuard::Std(g) => g,
-            MutexGuard::Model(g) => g,
+            MutexGuard::Model(g) => &g.guard,
         }
     }
 }
@@ -163,7 +219,7 @@ impl<T> DerefMut for MutexGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         match self {
             MutexGuard::Std(g) => g,
-            MutexGuard::Model(g) => g,
+            MutexGuard::Model(g) => &mut g.guard,
         }
     }
 }
@@ -191,7 +247,7 @@ impl Condvar {
             }
             (Condvar::Model(cv), MutexGuard::Model(g)) => match choose(false) {
                 Choice::Spurious | Choice::DeadlinePassed => MutexGuard::Model(g),
-                Choice::Block => MutexGuard::Model(cv.wait(g).unwrap_or_else(|p| p.into_inner())),
+                Choice::Block => MutexGuard::Model(g.wait(cv)),
             },
             _ => unreachable!("{MIXED}"),
         }
@@ -216,15 +272,12 @@ impl Condvar {
                 (MutexGuard::Std(g), result.timed_out())
             }
             (Condvar::Model(_), MutexGuard::Model(g)) if kind == WaitKind::Gather => {
-                (MutexGuard::Model(g), true)
+                (MutexGuard::Model(g.release_and_retake()), true)
             }
             (Condvar::Model(cv), MutexGuard::Model(g)) => match choose(true) {
                 Choice::Spurious => (MutexGuard::Model(g), false),
                 Choice::DeadlinePassed => (MutexGuard::Model(g), true),
-                Choice::Block => {
-                    let g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
-                    (MutexGuard::Model(g), false)
-                }
+                Choice::Block => (MutexGuard::Model(g.wait(cv)), false),
             },
             _ => unreachable!("{MIXED}"),
         }

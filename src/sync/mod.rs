@@ -16,7 +16,7 @@
 #[cfg(any(feature = "loom", feature = "shuttle"))]
 mod checked;
 #[cfg(any(feature = "loom", feature = "shuttle"))]
-pub use checked::{within_model, ModelChoices};
+pub use checked::{fired_choices, within_model, FiredChoices, ModelChoices};
 #[cfg(any(feature = "loom", feature = "shuttle"))]
 pub(crate) use checked::{AtomicBool, AtomicU64, Condvar, Mutex, MutexGuard};
 
