@@ -19,6 +19,7 @@ use super::Rng;
 use crate::log::Storage;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// When calls fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +87,8 @@ pub struct DeviceStats {
     pub failed_syncs: u64,
     /// Calls that arrived after the power was cut.
     pub calls_without_power: u64,
+    /// Syncs started after some sync had failed (since the device was made).
+    pub syncs_after_failure: u64,
 }
 
 /// What a crash did to the volatile operations.
@@ -114,6 +117,8 @@ struct Inner {
     write_calls: u64,
     /// Operations (writes, truncations, syncs) left before the power goes out.
     power_left: Option<u64>,
+    /// How long each sync takes between its start and its end.
+    sync_delay: Duration,
     /// Set when the power is out: the image the next boot finds.
     off: Option<(Vec<u8>, CrashReport)>,
     stats: DeviceStats,
@@ -144,6 +149,7 @@ impl SimDevice {
                 write_errno: 28,
                 write_calls: 0,
                 power_left: None,
+                sync_delay: Duration::ZERO,
                 off: None,
                 stats: DeviceStats::default(),
             }),
@@ -174,6 +180,11 @@ impl SimDevice {
     /// started: that one and all later ones fail.
     pub fn cut_power_after(&self, ops: u64) {
         self.lock().power_left = Some(ops);
+    }
+
+    /// Makes every sync take `delay` (with the device unlocked), so callers pile up.
+    pub fn set_sync_delay(&self, delay: Duration) {
+        self.lock().sync_delay = delay;
     }
 
     /// Whether the power is out.
@@ -365,20 +376,33 @@ impl Storage for SimDevice {
 
     fn sync(&self) -> io::Result<()> {
         // Start: fix what this sync covers, and whether it will fail.
-        let (covers, boot, fails, errno) = {
+        let (covers, boot, fails, errno, delay) = {
             let mut inner = self.lock();
             if !inner.power_on() {
                 return Err(os_error(EIO));
+            }
+            if inner.stats.failed_syncs > 0 {
+                inner.stats.syncs_after_failure += 1;
             }
             let call = inner.sync_calls;
             inner.sync_calls += 1;
             let plan = inner.sync_plan;
             let fails = plan.fails(call, &mut inner.rng);
             let covers = inner.folded + inner.ops.len() as u64;
-            (covers, inner.boots, fails, inner.sync_errno)
+            (
+                covers,
+                inner.boots,
+                fails,
+                inner.sync_errno,
+                inner.sync_delay,
+            )
         };
         // The flush takes a while: appends may overlap it (and stay volatile).
-        std::thread::yield_now();
+        if delay.is_zero() {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(delay);
+        }
         // Finish.
         let mut inner = self.lock();
         inner.stats.syncs += 1;
