@@ -30,17 +30,19 @@ use strategies::{Kind, Strategy, Tuning};
 
 const USAGE: &str = "\
 usage: cargo bench --bench throughput -- [options]
-  --quick             smoke test: N = 1, 4, 64; 2 rounds of 150 ms cells (< 60 s)
+  --quick             smoke test: N = 1, 4, 64; 4 rounds of 50 ms cells (< 60 s)
   --json PATH         also write the results as JSON
   --markdown PATH     also write the tables as markdown
   --dir DIR           directory for the disk device's file (default: the temp dir)
-  --devices LIST      of disk, sim-1ms, sim-100us, sim-<n>us (default: all three)
+  --devices LIST      of disk (a preallocated file written round and round),
+                      disk-append (a fresh file grown by every record), sim-1ms,
+                      sim-100us, sim-<n>us (default: disk,sim-1ms,sim-100us)
   --threads LIST      thread counts (default: 1,2,4,8,16,32,64)
   --strategies LIST   of closure, closure+adaptive, closure+fixed, lsn, lsn+adaptive,
                       per-thread, mutex, mutex+lsn, classic (default: all but
                       closure+fixed)
-  --cell-ms MS        measured time of one cell per round (default 250)
-  --rounds R          rounds; a cell's figures add up its rounds (default 4)
+  --cell-ms MS        measured time of one cell per round (default 100)
+  --rounds R          rounds; a cell's figures add up its rounds (default 10)
   --max-wait-us US    adaptive gathering's max_wait (default 1000)
   --fixed THRESHOLD,INTERVAL_US   closure+fixed's policy (default 4,1000)
   --self-test         only check that the checker catches a strategy that
@@ -150,16 +152,19 @@ fn parse_args() -> Result<Options, String> {
             .map(|name| Kind::parse(name).ok_or_else(|| format!("unknown strategy: {name}")))
             .collect::<Result<_, _>>()?,
     };
-    opts.cell = cell.unwrap_or(Duration::from_millis(if quick { 150 } else { 250 }));
+    opts.cell = cell.unwrap_or(Duration::from_millis(if quick { 50 } else { 100 }));
     opts.warmup = opts.cell / 10;
-    opts.rounds = rounds.unwrap_or(if quick { 2 } else { 4 }).max(1);
+    opts.rounds = rounds.unwrap_or(if quick { 4 } else { 10 }).max(1);
     Ok(opts)
 }
 
 fn parse_device(name: &str, dir: &std::path::Path) -> Result<DeviceSpec, String> {
-    let bad = || format!("unknown device: {name} (disk, sim-1ms, sim-100us, sim-<n>us)");
-    if name == "disk" {
-        return Ok(DeviceSpec::Disk(dir.to_path_buf()));
+    let bad = || format!("unknown device: {name} (disk, disk-append, sim-<n>ms, sim-<n>us)");
+    if name == "disk" || name == "disk-append" {
+        return Ok(DeviceSpec::Disk {
+            dir: dir.to_path_buf(),
+            grow: name == "disk-append",
+        });
     }
     let latency = name.strip_prefix("sim-").ok_or_else(bad)?;
     let latency = if let Some(ms) = latency.strip_suffix("ms") {
@@ -377,8 +382,10 @@ fn main() {
     let per_group = opts.strategies.len();
     let total = cells.len() * opts.rounds;
     let mut done = 0;
-    for round in 0..opts.rounds {
-        for group in cells.chunks_mut(per_group) {
+    // The strategies of one device and thread count take turns in short cells, so that
+    // they meet the same phases of the machine (and of the disk).
+    for group in cells.chunks_mut(per_group) {
+        for round in 0..opts.rounds {
             // Rotate the order each round so no strategy always runs first.
             for i in 0..per_group {
                 let cell = &mut group[(i + round) % per_group];
@@ -396,14 +403,15 @@ fn main() {
                 cell.add(run);
                 done += 1;
             }
-            eprint!(
-                "\r{done}/{total} cells, {:.0} s",
-                started.elapsed().as_secs_f64()
-            );
         }
+        eprint!(
+            "\r{done}/{total} cells, {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
     }
     eprintln!();
     let elapsed = started.elapsed();
+    device::remove_ring(&opts.dir);
 
     let results = report::Results::new(machine, &opts, cells, elapsed);
     let markdown = results.markdown();

@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -12,11 +13,16 @@ use std::time::{Duration, Instant};
 /// One record, as the issue sets it.
 pub const RECORD_BYTES: usize = 128;
 
+/// The preallocated log the `disk` device writes round and round.
+const RING_BYTES: u64 = 16 << 20;
+
 /// Which device a cell runs on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeviceSpec {
-    /// `sync_data` on a fresh file in this directory.
-    Disk(PathBuf),
+    /// `sync_data` on a file in this directory: preallocated and written round and
+    /// round like a log with preallocated segments, or, with `grow`, a fresh file that
+    /// every record extends (so every flush also commits the file's new size).
+    Disk { dir: PathBuf, grow: bool },
     /// A flush that takes this long; one at a time.
     Simulated(Duration),
 }
@@ -25,7 +31,8 @@ impl DeviceSpec {
     /// Short name for tables: `disk`, `sim-1ms`, `sim-100us`.
     pub fn name(&self) -> String {
         match self {
-            DeviceSpec::Disk(_) => "disk".to_owned(),
+            DeviceSpec::Disk { grow: false, .. } => "disk".to_owned(),
+            DeviceSpec::Disk { grow: true, .. } => "disk-append".to_owned(),
             DeviceSpec::Simulated(l) if l.as_micros() % 1000 == 0 => {
                 format!("sim-{}ms", l.as_millis())
             }
@@ -36,7 +43,7 @@ impl DeviceSpec {
     /// The nominal flush latency, for the bound N / L; none for the disk.
     pub fn latency(&self) -> Option<Duration> {
         match self {
-            DeviceSpec::Disk(_) => None,
+            DeviceSpec::Disk { .. } => None,
             DeviceSpec::Simulated(l) => Some(*l),
         }
     }
@@ -45,7 +52,8 @@ impl DeviceSpec {
 enum Medium {
     Disk {
         file: File,
-        path: PathBuf,
+        /// Removed with the device (a grown file); the ring stays for the next cell.
+        temporary: Option<PathBuf>,
     },
     Simulated {
         latency: Duration,
@@ -78,14 +86,33 @@ impl Device {
     /// A fresh device; for the disk, a new empty file named after `tag`.
     pub fn open(spec: &DeviceSpec, tag: &str) -> io::Result<Device> {
         let medium = match spec {
-            DeviceSpec::Disk(dir) => {
+            DeviceSpec::Disk { dir, grow: true } => {
                 let path = dir.join(format!("gc-throughput-{}-{tag}.log", std::process::id()));
                 let file = OpenOptions::new()
                     .create(true)
                     .truncate(true)
                     .write(true)
                     .open(&path)?;
-                Medium::Disk { file, path }
+                Medium::Disk {
+                    file,
+                    temporary: Some(path),
+                }
+            }
+            DeviceSpec::Disk { dir, grow: false } => {
+                let path = ring_path(dir);
+                if !path.exists() {
+                    let file = File::create(&path)?;
+                    let zeros = vec![0u8; 1 << 20];
+                    for _ in 0..RING_BYTES / zeros.len() as u64 {
+                        (&file).write_all(&zeros)?;
+                    }
+                    file.sync_all()?;
+                }
+                let file = OpenOptions::new().write(true).open(&path)?;
+                Medium::Disk {
+                    file,
+                    temporary: None,
+                }
             }
             DeviceSpec::Simulated(latency) => Medium::Simulated {
                 latency: *latency,
@@ -108,11 +135,17 @@ impl Device {
     /// front end's `mark_written` goes there).
     pub fn append(&self, then: impl FnOnce(u64) -> io::Result<()>) -> io::Result<u64> {
         let mut last = self.append.lock().unwrap();
-        if let Medium::Disk { file, .. } = &self.medium {
-            (&*file).write_all(&[b'r'; RECORD_BYTES])?;
+        let seq = *last + 1;
+        if let Medium::Disk { file, temporary } = &self.medium {
+            let record = [b'r'; RECORD_BYTES];
+            if temporary.is_some() {
+                (&*file).write_all(&record)?;
+            } else {
+                let at = (seq - 1) * RECORD_BYTES as u64 % RING_BYTES;
+                file.write_all_at(&record, at)?;
+            }
         }
-        *last += 1;
-        let seq = *last;
+        *last = seq;
         self.written.store(seq, Ordering::Release);
         then(seq)?;
         Ok(seq)
@@ -172,7 +205,11 @@ impl Device {
 
 impl Drop for Device {
     fn drop(&mut self) {
-        if let Medium::Disk { path, .. } = &self.medium {
+        if let Medium::Disk {
+            temporary: Some(path),
+            ..
+        } = &self.medium
+        {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -182,7 +219,9 @@ impl Drop for Device {
 /// overshoot of `thread::sleep`, then spins the little that is left. `overshoot` learns
 /// the sleep's lateness as it goes.
 fn wait_until(deadline: Instant, overshoot: &mut Duration) {
-    const LONGEST_ESTIMATE: Duration = Duration::from_micros(200);
+    // Capped: under load a sleep can be late by milliseconds, and spinning that long
+    // would steal a core from the committers.
+    const LONGEST_ESTIMATE: Duration = Duration::from_micros(30);
     let now = Instant::now();
     if let Some(left) = deadline.checked_duration_since(now) {
         if left > *overshoot {
@@ -202,6 +241,15 @@ fn wait_until(deadline: Instant, overshoot: &mut Duration) {
 /// inherit it. Returns whether it worked.
 pub fn tighten_timer_slack() -> bool {
     std::fs::write("/proc/self/timerslack_ns", "1").is_ok()
+}
+
+fn ring_path(dir: &Path) -> PathBuf {
+    dir.join(format!("gc-throughput-{}.ring", std::process::id()))
+}
+
+/// Removes the `disk` device's preallocated file, if one was made.
+pub fn remove_ring(dir: &Path) {
+    let _ = std::fs::remove_file(ring_path(dir));
 }
 
 /// Where the disk device's files go by default.
