@@ -1,9 +1,10 @@
 //! Loom explores the crate's own protocol code, exhaustively within a preemption bound,
 //! through both front ends; every execution runs the checks of `model_harness`.
 //!
-//! Run: `cargo test --release --features loom --test loom` (add `-- --nocapture` to see
-//! the execution counts). `GC_MODEL_FULL=1` raises the bounds (see
-//! `docs/verification.md` for both sets of figures).
+//! Run: `cargo test --release --features loom --test loom -- --nocapture`; each test
+//! prints one `verify: ` line with its bound, modes and executions. `GC_MODEL_FULL=1`
+//! raises the bounds (see `docs/verification.md` for both sets of figures),
+//! `GC_BOUND=n` sets them, `GC_MODEL_VERBOSE=1` prints each mode's executions.
 //!
 //! Threads are calling threads, the test's main thread included (loom allows 5 in all).
 //! A waiter's deadline passing and a spurious wake-up are the checker's choices, set per
@@ -34,16 +35,26 @@ fn bound(callers: usize) -> usize {
     }
 }
 
-/// Explores `scenario` exhaustively within the preemption bound; returns the number of
+fn verbose() -> bool {
+    std::env::var_os("GC_MODEL_VERBOSE").is_some_and(|v| v != "0")
+}
+
+/// Prints the scenario being explored if loom reports a failure in it.
+struct ReportScenario(Scenario);
+
+impl Drop for ReportScenario {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("loom: the failing scenario: {:?}", self.0);
+        }
+    }
+}
+
+/// Explores `scenario` exhaustively within `bound` preemptions; returns the number of
 /// executions.
-fn explore(scenario: Scenario) -> usize {
-    println!("loom: exploring {scenario:?}");
+fn explore(scenario: Scenario, bound: usize) -> usize {
+    let report = ReportScenario(scenario);
     let mut builder = loom::model::Builder::new();
-    // GC_BOUND overrides the bound, to find the smallest one that shows a failure.
-    let bound = std::env::var("GC_BOUND")
-        .ok()
-        .and_then(|b| b.parse().ok())
-        .unwrap_or_else(|| bound(scenario.callers));
     builder.preemption_bound = Some(bound);
     let executions = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&executions);
@@ -51,17 +62,44 @@ fn explore(scenario: Scenario) -> usize {
         counter.fetch_add(1, Ordering::Relaxed);
         scenario.execute();
     });
+    drop(report);
     let executions = executions.load(Ordering::Relaxed);
-    println!("loom: {scenario:?}, preemption bound {bound}: {executions} executions");
+    if verbose() {
+        println!("loom: {scenario:?}, preemption bound {bound}: {executions} executions");
+    }
     executions
+}
+
+/// What the modes of a run cover, in a few words.
+fn describe(scenarios: &[Scenario]) -> String {
+    let count = |f: &dyn Fn(&Scenario) -> bool| scenarios.iter().filter(|s| f(s)).count();
+    format!(
+        "{} modes (deadlines passing {}, spurious wake-ups {}, failing fsync {}, \
+         panicking fsync {}, gathering {}, recommit {})",
+        scenarios.len(),
+        count(&|s| s.choices.deadline_mask != 0),
+        count(&|s| s.choices.spurious_mask != 0),
+        count(&|s| matches!(s.fault, Fault::Fail(_))),
+        count(&|s| matches!(s.fault, Fault::Panic(_))),
+        count(&|s| s.gather != Gather::Off),
+        count(&|s| s.recommit),
+    )
 }
 
 fn explore_all(name: &str, scenarios: &[Scenario]) {
     model_harness::quiet_planted_panics();
-    let total: usize = scenarios.iter().map(|s| explore(*s)).sum();
+    let (api, callers) = (scenarios[0].api, scenarios[0].callers);
+    // GC_BOUND overrides the bound, to find the smallest one that shows a failure.
+    let bound = std::env::var("GC_BOUND")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| bound(callers));
+    let total: usize = scenarios.iter().map(|s| explore(*s, bound)).sum();
     println!(
-        "loom total {name}: {} runs, {total} executions",
-        scenarios.len()
+        "verify: loom {name}, {callers} threads, preemption bound {bound}, {}, \
+         {total} executions: {}",
+        describe(scenarios),
+        model_harness::properties(api),
     );
 }
 
@@ -121,30 +159,30 @@ fn modes4(api: Api) -> Vec<Scenario> {
 
 #[test]
 fn manager_2_threads() {
-    explore_all("manager_2_threads", &modes(Api::Manager, 2));
+    explore_all("manager", &modes(Api::Manager, 2));
 }
 
 #[test]
 fn manager_3_threads() {
-    explore_all("manager_3_threads", &modes(Api::Manager, 3));
+    explore_all("manager", &modes(Api::Manager, 3));
 }
 
 #[test]
 fn manager_4_threads() {
-    explore_all("manager_4_threads", &modes4(Api::Manager));
+    explore_all("manager", &modes4(Api::Manager));
 }
 
 #[test]
 fn lsn_2_threads() {
-    explore_all("lsn_2_threads", &modes(Api::Lsn, 2));
+    explore_all("lsn", &modes(Api::Lsn, 2));
 }
 
 #[test]
 fn lsn_3_threads() {
-    explore_all("lsn_3_threads", &modes(Api::Lsn, 3));
+    explore_all("lsn", &modes(Api::Lsn, 3));
 }
 
 #[test]
 fn lsn_4_threads() {
-    explore_all("lsn_4_threads", &modes4(Api::Lsn));
+    explore_all("lsn", &modes4(Api::Lsn));
 }
