@@ -1,0 +1,467 @@
+//! Bad input: every invalid configuration, written LSNs that go backwards, commits
+//! beyond what was written, zero, tiny and huge timeouts, and damaged log files. Each
+//! gets a clear error (or, for a damaged log, the records before the damage), never a
+//! panic or a hang, and none of them poisons the manager.
+#![cfg(not(any(feature = "loom", feature = "shuttle")))]
+
+#[allow(dead_code)]
+#[path = "../examples/wal/log.rs"]
+mod log;
+mod support;
+
+use group_commit::{Config, ConfigError, FsyncManager, GroupCommit};
+use proptest::prelude::*;
+use std::collections::HashSet;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::sim::SimDevice;
+use support::{within, WATCHDOG};
+
+const MS: Duration = Duration::from_millis(1);
+const NS: Duration = Duration::from_nanos(1);
+
+/// The settings a builder can be given, for the table and the property below.
+#[derive(Clone, Copy, Debug)]
+struct Settings {
+    threshold: usize,
+    interval: Duration,
+    adaptive: Duration,
+    timeout: Duration,
+}
+
+impl Settings {
+    fn build(self) -> Result<Config, ConfigError> {
+        Config::builder()
+            .group_threshold(self.threshold)
+            .group_interval(self.interval)
+            .adaptive_gathering(self.adaptive)
+            .waiter_timeout(self.timeout)
+            .build()
+    }
+
+    /// The rules, written out independently of `build`.
+    fn valid(self) -> bool {
+        let fixed = self.threshold > 0;
+        !self.timeout.is_zero()
+            && fixed == !self.interval.is_zero()
+            && (!fixed || self.interval < self.timeout)
+            && (self.adaptive.is_zero() || (!fixed && self.adaptive < self.timeout))
+    }
+}
+
+fn settings(
+    threshold: usize,
+    interval: Duration,
+    adaptive: Duration,
+    timeout: Duration,
+) -> Settings {
+    Settings {
+        threshold,
+        interval,
+        adaptive,
+        timeout,
+    }
+}
+
+#[test]
+fn every_invalid_config_is_refused_with_its_own_error() {
+    let timeout = group_commit::DEFAULT_WAITER_TIMEOUT;
+    let zero = Duration::ZERO;
+    let max = Duration::MAX;
+    let cases = [
+        (
+            settings(0, zero, zero, zero),
+            ConfigError::ZeroWaiterTimeout,
+        ),
+        (settings(4, MS, zero, zero), ConfigError::ZeroWaiterTimeout),
+        (
+            settings(0, MS, zero, timeout),
+            ConfigError::IntervalWithoutThreshold,
+        ),
+        (
+            settings(0, max, zero, timeout),
+            ConfigError::IntervalWithoutThreshold,
+        ),
+        (
+            settings(1, zero, zero, timeout),
+            ConfigError::ThresholdWithoutInterval,
+        ),
+        (
+            settings(usize::MAX, zero, zero, timeout),
+            ConfigError::ThresholdWithoutInterval,
+        ),
+        (
+            settings(2, timeout, zero, timeout),
+            ConfigError::IntervalNotBelowTimeout,
+        ),
+        (
+            settings(2, max, zero, timeout),
+            ConfigError::IntervalNotBelowTimeout,
+        ),
+        (
+            settings(2, 10 * MS, zero, 5 * MS),
+            ConfigError::IntervalNotBelowTimeout,
+        ),
+        (
+            settings(2, max, zero, max),
+            ConfigError::IntervalNotBelowTimeout,
+        ),
+        (
+            settings(0, zero, timeout, timeout),
+            ConfigError::IntervalNotBelowTimeout,
+        ),
+        (
+            settings(0, zero, max, timeout),
+            ConfigError::IntervalNotBelowTimeout,
+        ),
+        (
+            settings(2, MS, MS, timeout),
+            ConfigError::TwoGatheringPolicies,
+        ),
+    ];
+    let mut messages = HashSet::new();
+    for (settings, expected) in cases {
+        assert!(!settings.valid(), "{settings:?}");
+        let error = settings.build().unwrap_err();
+        assert_eq!(error, expected, "{settings:?}");
+        let message = error.to_string();
+        assert!(message.len() > 20, "a clear message: {message:?}");
+        let _: &dyn std::error::Error = &error;
+        messages.insert(message);
+    }
+    assert_eq!(
+        messages.len(),
+        5,
+        "one message per kind of error: {messages:?}"
+    );
+
+    // The edges that are fine.
+    for settings in [
+        settings(0, zero, zero, NS),
+        settings(0, zero, zero, max),
+        settings(1, NS, zero, 2 * NS),
+        settings(2, timeout - NS, zero, timeout),
+        settings(usize::MAX, MS, zero, timeout),
+        settings(0, zero, NS, timeout),
+        settings(0, zero, timeout - NS, timeout),
+    ] {
+        assert!(settings.valid(), "{settings:?}");
+        settings
+            .build()
+            .unwrap_or_else(|e| panic!("{settings:?}: {e}"));
+    }
+}
+
+fn duration() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        Just(Duration::ZERO),
+        Just(Duration::MAX),
+        Just(group_commit::DEFAULT_WAITER_TIMEOUT),
+        (0u64..2_000_000_000).prop_map(Duration::from_nanos),
+        any::<u64>().prop_map(Duration::from_nanos),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Any combination of values: `build` never panics, and accepts exactly the valid
+    /// ones; what it accepts reads back unchanged.
+    #[test]
+    fn build_accepts_exactly_the_valid_settings(
+        threshold in prop_oneof![Just(0usize), Just(1), Just(usize::MAX), 0usize..64],
+        interval in duration(),
+        adaptive in duration(),
+        timeout in duration(),
+    ) {
+        let s = settings(threshold, interval, adaptive, timeout);
+        match s.build() {
+            Ok(config) => {
+                prop_assert!(s.valid(), "accepted {:?}", s);
+                prop_assert_eq!(config.group_threshold(), threshold);
+                prop_assert_eq!(config.group_interval(), interval);
+                prop_assert_eq!(config.waiter_timeout(), timeout);
+            }
+            Err(error) => {
+                prop_assert!(!s.valid(), "refused {:?}: {}", s, error);
+            }
+        }
+    }
+}
+
+#[test]
+fn written_lsn_going_backwards_is_refused() {
+    let log = GroupCommit::new(Config::default());
+    log.mark_written(100).unwrap();
+    log.mark_written(100).unwrap(); // the same LSN again is fine
+    let error = log.mark_written(99).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+    let message = error.to_string();
+    assert!(
+        message.contains("99") && message.contains("100"),
+        "{message}"
+    );
+    assert_eq!(log.written_lsn(), 100, "a refused LSN changes nothing");
+    log.mark_written(0).unwrap_err();
+    // Not poisoned: the log goes on.
+    log.commit(100, || Ok(())).unwrap();
+    assert!(log.failure().is_none());
+    assert_eq!(log.durable_lsn(), 100);
+}
+
+#[test]
+fn commit_beyond_the_written_lsn_is_refused() {
+    let log = GroupCommit::new(Config::default());
+    let error = log
+        .commit(1, || unreachable!("no fsync for a bad LSN"))
+        .unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+    log.mark_written(100).unwrap();
+    let error = log
+        .commit(101, || unreachable!("no fsync for a bad LSN"))
+        .unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+    assert!(error.to_string().contains("101"), "{error}");
+    let error = log.commit(u64::MAX, || unreachable!()).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+    assert!(log.failure().is_none(), "bad input does not poison");
+    assert_eq!(log.stats().failed_requests, 3);
+    assert_eq!(log.stats().fsyncs, 0);
+    log.commit(100, || Ok(())).unwrap();
+    // LSN 0 is always durable: no fsync.
+    log.commit(0, || unreachable!()).unwrap();
+    assert_eq!(log.stats().fsyncs, 1);
+}
+
+#[test]
+fn extreme_lsns_are_fine() {
+    let log = GroupCommit::new(Config::default());
+    log.mark_written(u64::MAX).unwrap();
+    log.commit(u64::MAX, || Ok(())).unwrap();
+    assert_eq!(log.durable_lsn(), u64::MAX);
+    log.commit(u64::MAX, || unreachable!()).unwrap();
+}
+
+/// Bad commits from some threads while others commit properly: the bad ones get
+/// `InvalidInput`, the good ones all succeed, nothing is poisoned, nothing hangs.
+#[test]
+fn bad_commits_among_good_ones_from_many_threads() {
+    within(WATCHDOG, "bad commits among good ones", || {
+        let log = Arc::new(GroupCommit::new(Config::default()));
+        let written = Arc::new(Mutex::new(0u64));
+        let threads: Vec<_> = (0..16u64)
+            .map(|t| {
+                let (log, written) = (Arc::clone(&log), Arc::clone(&written));
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        let lsn = {
+                            let mut w = written.lock().unwrap();
+                            *w += 10;
+                            log.mark_written(*w).unwrap();
+                            *w
+                        };
+                        if t % 2 == 0 {
+                            let e = log.commit(lsn + 1_000_000, || Ok(())).unwrap_err();
+                            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+                            let e = log.mark_written(lsn - 1).unwrap_err();
+                            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+                        }
+                        log.commit(lsn, || {
+                            std::thread::sleep(Duration::from_micros(20));
+                            Ok(())
+                        })
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(log.failure().is_none());
+        assert_eq!(log.durable_lsn(), log.written_lsn());
+    });
+}
+
+/// Eight threads commit 200 times each with the given waiter timeout.
+fn commit_with_waiter_timeout(timeout: Duration) {
+    within(WATCHDOG, "extreme waiter timeouts", move || {
+        let config = Config::builder().waiter_timeout(timeout).build().unwrap();
+        let log = Arc::new(GroupCommit::new(config));
+        let written = Arc::new(Mutex::new(0u64));
+        let fsyncs = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (log, written, fsyncs) =
+                    (Arc::clone(&log), Arc::clone(&written), Arc::clone(&fsyncs));
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        let lsn = {
+                            let mut w = written.lock().unwrap();
+                            *w += 1;
+                            log.mark_written(*w).unwrap();
+                            *w
+                        };
+                        log.commit(lsn, || {
+                            fsyncs.fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(Duration::from_micros(50));
+                            Ok(())
+                        })
+                        .unwrap();
+                        assert!(log.durable_lsn() >= lsn);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let stats = log.stats();
+        assert_eq!(stats.fsyncs, fsyncs.load(Ordering::Relaxed));
+        assert_eq!(stats.requests, 1_600);
+        assert_eq!(stats.failed_requests, 0);
+        println!(
+            "waiter timeout {timeout:?}: {} fsyncs, {} timeouts",
+            stats.fsyncs, stats.timeouts
+        );
+    });
+}
+
+/// A short waiter timeout (every wait may time out) and one too long to represent as
+/// a deadline: both still serve every commit.
+#[test]
+fn short_and_huge_waiter_timeouts_still_serve_everyone() {
+    for timeout in [
+        Duration::from_micros(10),
+        Duration::from_millis(1),
+        Duration::MAX,
+    ] {
+        commit_with_waiter_timeout(timeout);
+    }
+}
+
+/// The smallest valid timeout, 1 ns: each deadline has passed before the waiter waits.
+/// On the std backend `wait_until` then returns without releasing the mutex, and the
+/// waiter loops (timeout, recheck, wait) inside the critical section for ever, so the
+/// leader can never record its fsync: every caller hangs (parking_lot releases the lock
+/// and passes). Ignored until `src/sync/std_backend.rs` releases the lock on a passed
+/// deadline too; see docs/reliability.md.
+#[test]
+#[ignore = "hangs on the std backend: a passed deadline returns without releasing the lock"]
+fn one_nanosecond_waiter_timeout_still_serves_everyone() {
+    commit_with_waiter_timeout(NS);
+}
+
+/// The drop-in constructor accepts every value, as the reference did; with gathering
+/// off or a lone caller, none of them can stall it.
+#[test]
+fn reference_constructor_accepts_every_value() {
+    within(WATCHDOG, "reference constructor values", || {
+        for (threshold, interval_ms) in [
+            (0, 0),
+            (0, u64::MAX),
+            (usize::MAX, 0),
+            (1, u64::MAX),
+            (usize::MAX, u64::MAX),
+        ] {
+            let manager = FsyncManager::new(threshold, interval_ms);
+            for _ in 0..3 {
+                manager.fsync(|| Ok(())).unwrap();
+            }
+            assert_eq!(manager.fsync_count(), 3, "({threshold}, {interval_ms})");
+        }
+    });
+}
+
+fn records_log(lens: &[usize]) -> (Vec<u8>, Vec<log::Record>) {
+    let mut bytes = Vec::new();
+    let mut records = Vec::new();
+    for (i, &len) in lens.iter().enumerate() {
+        let payload = log::sample_payload(1, 0, i as u64, len);
+        let start = bytes.len() as u64;
+        bytes.extend(log::encode(&payload, start));
+        records.push(log::Record {
+            start,
+            lsn: bytes.len() as u64,
+            payload,
+        });
+    }
+    (bytes, records)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Whatever a log file holds, recovery returns, without panicking, whole records
+    /// that check out, back to back from offset 0.
+    #[test]
+    fn recovery_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..2_000)) {
+        let recovery = log::scan(&bytes);
+        prop_assert!(recovery.end as usize <= bytes.len());
+        prop_assert_eq!(recovery.discarded as usize, bytes.len() - recovery.end as usize);
+        let mut at = 0;
+        for record in &recovery.records {
+            prop_assert_eq!(record.start, at);
+            at = record.lsn;
+        }
+        prop_assert_eq!(at, recovery.end);
+    }
+
+    /// A log cut anywhere recovers exactly the records that end before the cut.
+    #[test]
+    fn recovery_of_a_cut_log(lens in proptest::collection::vec(0usize..300, 0..12), cut in any::<prop::sample::Index>()) {
+        let (bytes, records) = records_log(&lens);
+        let cut = cut.index(bytes.len() + 1);
+        let recovery = log::scan(&bytes[..cut]);
+        let whole: Vec<_> = records.iter().filter(|r| r.lsn as usize <= cut).cloned().collect();
+        prop_assert_eq!(&recovery.records, &whole);
+        let clean = whole.last().map_or(0, |r| r.lsn) as usize == cut;
+        prop_assert_eq!(recovery.stop == log::Stop::End, clean);
+    }
+
+    /// Any byte changed in a record stops recovery right before that record.
+    #[test]
+    fn recovery_stops_at_a_damaged_record(
+        lens in proptest::collection::vec(0usize..300, 1..12),
+        at in any::<prop::sample::Index>(),
+        flip in 1u8..=255,
+    ) {
+        let (mut bytes, records) = records_log(&lens);
+        let at = at.index(bytes.len());
+        bytes[at] ^= flip;
+        let recovery = log::scan(&bytes);
+        let before: Vec<_> = records.iter().filter(|r| r.lsn as usize <= at).cloned().collect();
+        prop_assert_eq!(recovery.records, before);
+        prop_assert!(recovery.stop != log::Stop::End);
+    }
+}
+
+#[test]
+fn crc32c_known_answers() {
+    assert_eq!(log::crc32c(b""), 0);
+    assert_eq!(log::crc32c(b"123456789"), 0xE306_9283);
+    assert_eq!(log::crc32c(&[0u8; 32]), 0x8A91_36AA);
+}
+
+#[test]
+fn wal_refuses_bad_records_and_lsns() {
+    let device = SimDevice::new(1);
+    let (wal, _) = log::Wal::open(Arc::clone(&device), Config::default()).unwrap();
+    let lsn = wal.append_durably(b"a record of twenty bytes").unwrap();
+    let error = wal.append(&vec![0; log::MAX_PAYLOAD + 1]).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+    assert_eq!(wal.end(), lsn, "a refused record writes nothing");
+    let error = wal.commit(lsn + 1).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+    // Neither poisoned anything.
+    let next = wal.append_durably(b"another record").unwrap();
+    assert!(next > lsn);
+    // An empty payload is a record too.
+    let empty = wal.append_durably(b"").unwrap();
+    assert_eq!(empty, next + log::HEADER as u64);
+    let recovered = log::scan(&device.contents()).records;
+    assert_eq!(recovered.len(), 3);
+    assert_eq!(recovered[2].payload, b"");
+}
