@@ -44,8 +44,9 @@ impl Settings {
     /// The rules, written out independently of `build`.
     fn valid(self) -> bool {
         let fixed = self.threshold > 0;
+        let has_interval = !self.interval.is_zero();
         !self.timeout.is_zero()
-            && fixed == !self.interval.is_zero()
+            && fixed == has_interval
             && (!fixed || self.interval < self.timeout)
             && (self.adaptive.is_zero() || (!fixed && self.adaptive < self.timeout))
     }
