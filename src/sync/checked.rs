@@ -262,14 +262,13 @@ impl Condvar {
     ) -> (MutexGuard<'a, T>, bool) {
         match (self, guard) {
             (Condvar::Std(cv), MutexGuard::Std(g)) => {
-                let now = Instant::now();
-                if now >= deadline {
-                    return (MutexGuard::Std(g), true);
-                }
-                let (g, result) = cv
-                    .wait_timeout(g, deadline - now)
-                    .unwrap_or_else(|p| p.into_inner());
-                (MutexGuard::Std(g), result.timed_out())
+                // As in std_backend: a passed deadline still lets go of the lock.
+                let left = deadline.saturating_duration_since(Instant::now());
+                let (g, result) = cv.wait_timeout(g, left).unwrap_or_else(|p| p.into_inner());
+                (
+                    MutexGuard::Std(g),
+                    result.timed_out() || Instant::now() >= deadline,
+                )
             }
             (Condvar::Model(_), MutexGuard::Model(g)) if kind == WaitKind::Gather => {
                 (MutexGuard::Model(g.release_and_retake()), true)

@@ -40,15 +40,14 @@ impl Condvar {
         deadline: Instant,
         _kind: WaitKind,
     ) -> (MutexGuard<'a, T>, bool) {
-        let now = Instant::now();
-        if now >= deadline {
-            return (guard, true);
-        }
+        // Even a deadline already passed waits (for zero time): the lock must be let go,
+        // or a waiter with a tiny timeout would loop inside the critical section.
+        let left = deadline.saturating_duration_since(Instant::now());
         let (guard, result) = self
             .0
-            .wait_timeout(guard, deadline - now)
+            .wait_timeout(guard, left)
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        (guard, result.timed_out())
+        (guard, result.timed_out() || Instant::now() >= deadline)
     }
 
     pub(crate) fn notify_one(&self) {
