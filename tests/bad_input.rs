@@ -344,13 +344,11 @@ fn short_and_huge_waiter_timeouts_still_serve_everyone() {
 }
 
 /// The smallest valid timeout, 1 ns: each deadline has passed before the waiter waits.
-/// On the std backend `wait_until` then returns without releasing the mutex, and the
-/// waiter loops (timeout, recheck, wait) inside the critical section for ever, so the
-/// leader can never record its fsync: every caller hangs (parking_lot releases the lock
-/// and passes). Ignored until `src/sync/std_backend.rs` releases the lock on a passed
-/// deadline too; see docs/reliability.md.
+/// The std backend once returned from such a wait without releasing the mutex, so the
+/// waiter looped (timeout, recheck, wait) inside the critical section and the leader
+/// could never record its fsync: every caller hung. A wait must let go of the lock even
+/// when its deadline is already behind it.
 #[test]
-#[ignore = "hangs on the std backend: a passed deadline returns without releasing the lock"]
 fn one_nanosecond_waiter_timeout_still_serves_everyone() {
     commit_with_waiter_timeout(NS);
 }
