@@ -7,6 +7,10 @@ use std::time::Duration;
 /// The same default as the reference design; correctness never depends on it.
 pub const DEFAULT_WAITER_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The longest group interval `FsyncManager::new` applies: half the default waiter
+/// timeout, so that a gathering leader's waiters never time out while it gathers.
+pub const MAX_REFERENCE_INTERVAL: Duration = Duration::from_millis(250);
+
 /// The manager's settings. Build one with [`Config::builder`]; `Config::default()` has
 /// gathering off and a 500 ms waiter timeout.
 ///
@@ -78,14 +82,16 @@ impl Config {
     }
 
     /// The settings of the reference `FsyncManager::new(threshold, interval_ms)`:
-    /// gathering is on only when both are non-zero; the waiter timeout is 500 ms. Not
-    /// validated, so that every value the reference accepted is still accepted.
+    /// gathering is on only when both are non-zero; the waiter timeout is 500 ms. Every
+    /// value is accepted, as the reference did; the interval is capped at
+    /// [`MAX_REFERENCE_INTERVAL`], so that no value can stall the group (or hang it, as
+    /// `u64::MAX` would).
     pub(crate) fn reference(grpc_threshold: usize, grpc_interval_ms: u64) -> Self {
         let on = grpc_threshold != 0 && grpc_interval_ms != 0;
         Config {
             group_threshold: if on { grpc_threshold } else { 0 },
             group_interval: if on {
-                Duration::from_millis(grpc_interval_ms)
+                Duration::from_millis(grpc_interval_ms).min(MAX_REFERENCE_INTERVAL)
             } else {
                 Duration::ZERO
             },

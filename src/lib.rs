@@ -65,7 +65,9 @@ mod sync;
 #[cfg(feature = "trace")]
 pub mod trace;
 
-pub use config::{Config, ConfigBuilder, Gathering, DEFAULT_WAITER_TIMEOUT};
+pub use config::{
+    Config, ConfigBuilder, Gathering, DEFAULT_WAITER_TIMEOUT, MAX_REFERENCE_INTERVAL,
+};
 pub use error::{ConfigError, Failure};
 pub use lsn::GroupCommit;
 pub use manager::FsyncManager;

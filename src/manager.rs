@@ -49,7 +49,9 @@ pub struct FsyncManager {
 impl FsyncManager {
     /// A manager with the reference's settings: a leader waits up to
     /// `grpc_interval_ms` for `grpc_threshold` companions when both are non-zero; a
-    /// waiter's safety-net timeout is 500 ms. Every value is accepted.
+    /// waiter's safety-net timeout is 500 ms. Every value is accepted; intervals above
+    /// [`MAX_REFERENCE_INTERVAL`](crate::MAX_REFERENCE_INTERVAL) (250 ms) are capped
+    /// there. For validated settings use [`with_config`](Self::with_config).
     ///
     /// # Examples
     ///

@@ -374,6 +374,39 @@ fn reference_constructor_accepts_every_value() {
     });
 }
 
+/// Extreme drop-in settings under contention: a threshold that can never be met and an
+/// interval of `u64::MAX` ms once made the first gathering leader wait for ever. The
+/// interval is capped at `MAX_REFERENCE_INTERVAL`, so every caller is served.
+#[test]
+fn reference_constructor_extremes_never_stall_a_group() {
+    within(WATCHDOG, "extreme reference settings, 4 threads", || {
+        let manager = Arc::new(FsyncManager::new(usize::MAX, u64::MAX));
+        assert_eq!(
+            manager.config().group_interval(),
+            group_commit::MAX_REFERENCE_INTERVAL
+        );
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let manager = Arc::clone(&manager);
+                std::thread::spawn(move || {
+                    for _ in 0..5 {
+                        manager
+                            .fsync(|| {
+                                std::thread::sleep(MS);
+                                Ok(())
+                            })
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(manager.stats().served, 20);
+    });
+}
+
 fn records_log(lens: &[usize]) -> (Vec<u8>, Vec<log::Record>) {
     let mut bytes = Vec::new();
     let mut records = Vec::new();

@@ -400,8 +400,14 @@ fn f7_timed_out_waiters_never_fsync_beside_the_leader() {
 /// the moment its threshold is met, not at the end of its (one hour) interval.
 #[test]
 fn f8_gathering_never_delays_a_leader_for_nothing() {
-    let hour_ms = 3_600_000;
-    let m = Arc::new(FsyncManager::new(2, hour_ms));
+    let hour = Duration::from_secs(3600);
+    let config = Config::builder()
+        .group_threshold(2)
+        .group_interval(hour)
+        .waiter_timeout(2 * hour)
+        .build()
+        .unwrap();
+    let m = manager(config);
     // Alone: no companions to gather, no wait.
     m.fsync(|| Ok(())).unwrap();
 
