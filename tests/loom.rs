@@ -39,13 +39,15 @@ fn verbose() -> bool {
     std::env::var_os("GC_MODEL_VERBOSE").is_some_and(|v| v != "0")
 }
 
-/// Prints the scenario being explored if loom reports a failure in it.
-struct ReportScenario(Scenario);
+/// Prints the scenario being explored, and which of its executions failed, if loom
+/// reports a failure in it.
+struct ReportScenario(Scenario, Arc<AtomicUsize>);
 
 impl Drop for ReportScenario {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("loom: the failing scenario: {:?}", self.0);
+            let execution = self.1.load(Ordering::Relaxed);
+            eprintln!("loom: failed at execution {execution} of {:?}", self.0);
         }
     }
 }
@@ -53,10 +55,10 @@ impl Drop for ReportScenario {
 /// Explores `scenario` exhaustively within `bound` preemptions; returns the number of
 /// executions.
 fn explore(scenario: Scenario, bound: usize) -> usize {
-    let report = ReportScenario(scenario);
+    let executions = Arc::new(AtomicUsize::new(0));
+    let report = ReportScenario(scenario, Arc::clone(&executions));
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(bound);
-    let executions = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&executions);
     builder.check(move || {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -127,6 +129,8 @@ fn modes(api: Api, callers: usize) -> Vec<Scenario> {
     if api == Api::Lsn {
         all.push(base.recommit());
         all.push(base.recommit().fault(Fault::Fail(0)));
+        // A durable LSN committed again after a later fsync failed: refused.
+        all.push(base.recommit().fault(Fault::Fail(1)));
     }
     all
 }

@@ -138,14 +138,15 @@ fn execution(api: Api, tally: &Tally) {
     scenario.execute();
 }
 
-/// Prints the scenario of the failing execution when a test fails.
-struct ReportScenario;
+/// Prints the scenario of the failing execution, and its number, when a test fails.
+struct ReportScenario(Arc<Tally>);
 
 impl Drop for ReportScenario {
     fn drop(&mut self) {
         if std::thread::panicking() {
             if let Some(scenario) = CURRENT.with(Cell::get) {
-                eprintln!("shuttle: the failing execution's scenario: {scenario:?}");
+                let schedule = self.0.executions.load(Ordering::Relaxed);
+                eprintln!("shuttle: failed at schedule {schedule} of {scenario:?}");
             }
         }
     }
@@ -154,7 +155,7 @@ impl Drop for ReportScenario {
 fn explore(name: &str, api: Api, scheduler: impl Scheduler + 'static, how: &str) {
     let tally = Arc::new(Tally::default());
     let body = Arc::clone(&tally);
-    let report = ReportScenario;
+    let report = ReportScenario(Arc::clone(&tally));
     let runner = shuttle::Runner::new(scheduler, shuttle::Config::default());
     let schedules = runner.run(move || execution(api, &body));
     drop(report);
@@ -222,7 +223,7 @@ fn replay() {
         other => panic!("set GC_SHUTTLE_REPLAY_API to manager or lsn, not {other:?}"),
     };
     let tally = Arc::new(Tally::default());
-    let report = ReportScenario;
+    let report = ReportScenario(Arc::clone(&tally));
     if std::path::Path::new(&schedule).is_file() {
         shuttle::replay_from_file(move || execution(api, &tally), &schedule);
     } else {

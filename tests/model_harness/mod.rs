@@ -11,9 +11,9 @@
 //!
 //! - `FsyncBeforeReturn`: an `Ok` caller's record is durable, so a completed fsync that
 //!   started after the write covered it;
-//! - `NoOkAfterFailure`: no `Ok` for a record that a failed fsync dropped; no fsync starts
-//!   after one failed; every `Err` comes after a failure and carries its error
-//!   (`ErrorPreserved`);
+//! - `NoOkAfterFailure`: no `Ok` for a record that a failed fsync dropped, nor for a call
+//!   that started after another had returned the failure; no fsync starts after one
+//!   failed; every `Err` comes after a failure and carries its error (`ErrorPreserved`);
 //! - `DurableMonotonic`: `durable_lsn()` never decreases, and every LSN at or below it is
 //!   durable;
 //! - `AtMostOneFsync`: no two fsync closures overlap;
@@ -209,6 +209,9 @@ struct Log {
     failed_fsyncs: u64,
     first_failure: Option<FailureKind>,
     highest_durable_seen: u64,
+    /// A call has returned the failure (`Err`, or the closure's panic): every call that
+    /// starts after that must be refused.
+    failure_returned: bool,
 }
 
 /// How one call ended.
@@ -296,11 +299,16 @@ fn call(body: impl FnOnce() -> io::Result<()>) -> Outcome {
     }
 }
 
-/// The checks after one call for record `bit` (and, LSN front end, `lsn`).
-fn check(shared: &Shared, outcome: Outcome, bit: u64, lsn: Option<u64>) {
+/// The checks after one call for record `bit` (and, LSN front end, `lsn`);
+/// `after_failure` says whether the call started after one had returned the failure.
+fn check(shared: &Shared, outcome: Outcome, bit: u64, lsn: Option<u64>, after_failure: bool) {
     let mut log = shared.log.lock().unwrap();
     match outcome {
         Outcome::Ok => {
+            assert!(
+                !after_failure,
+                "NoOkAfterFailure: Ok for a call that started after another had returned the failure"
+            );
             assert!(
                 log.lost & bit == 0,
                 "NoOkAfterFailure: Ok for a record that a failed fsync dropped"
@@ -324,6 +332,9 @@ fn check(shared: &Shared, outcome: Outcome, bit: u64, lsn: Option<u64>) {
             ),
         },
         Outcome::Panicked => {}
+    }
+    if outcome != Outcome::Ok {
+        log.failure_returned = true;
     }
     if let (Front::Lsn(g), Some(lsn)) = (&shared.front, lsn) {
         // Observed under the log's lock, so the observations are totally ordered.
@@ -353,26 +364,31 @@ fn caller(shared: &Shared, me: usize) -> Vec<Outcome> {
     match &shared.front {
         Front::Manager(m) => {
             let bit = 1 << me;
-            shared.log.lock().unwrap().written |= bit;
+            let after_failure = {
+                let mut log = shared.log.lock().unwrap();
+                log.written |= bit;
+                log.failure_returned
+            };
             let outcome = call(|| m.fsync(|| fsync(shared)));
-            check(shared, outcome, bit, None);
+            check(shared, outcome, bit, None, after_failure);
             outcomes.push(outcome);
         }
         Front::Lsn(g) => {
-            let lsn = {
+            let (lsn, after_failure) = {
                 // The append lock: LSNs are marked written in order.
                 let mut log = shared.log.lock().unwrap();
                 log.next_lsn += 1;
                 let lsn = log.next_lsn;
                 log.written |= bit_of_lsn(lsn);
                 g.mark_written(lsn).expect("LSNs are marked in order");
-                lsn
+                (lsn, log.failure_returned)
             };
             let outcome = call(|| g.commit(lsn, || fsync(shared)));
-            check(shared, outcome, bit_of_lsn(lsn), Some(lsn));
+            check(shared, outcome, bit_of_lsn(lsn), Some(lsn), after_failure);
             outcomes.push(outcome);
             if shared.scenario.recommit && outcome == Outcome::Ok {
                 let ran = Cell::new(false);
+                let after_failure = shared.log.lock().unwrap().failure_returned;
                 let again = call(|| {
                     g.commit(lsn, || {
                         ran.set(true);
@@ -384,7 +400,7 @@ fn caller(shared: &Shared, me: usize) -> Vec<Outcome> {
                     "AtMostOneFsync: a commit of an already durable LSN ran an fsync"
                 );
                 assert_ne!(again, Outcome::Panicked);
-                check(shared, again, bit_of_lsn(lsn), Some(lsn));
+                check(shared, again, bit_of_lsn(lsn), Some(lsn), after_failure);
                 outcomes.push(again);
             }
         }
