@@ -34,7 +34,8 @@ CONSTANTS
     NoThread,   \* what `lock` holds when nobody is in a critical section
     Api,        \* "closure": FsyncManager::fsync; "lsn": GroupCommit::mark_written + commit
     MaxWrites,  \* records written in all, to keep the state space finite
-    Threshold,  \* Config::group_threshold: companions a leader gathers; 0 turns gathering off
+    Gathering,  \* Config::gathering(): "off", "fixed" (the reference's policy) or "adaptive"
+    Threshold,  \* Gathering::Fixed { threshold }: companions a fixed-policy leader waits for
     Timeouts,   \* TRUE: a waiter's deadline may pass (Config::waiter_timeout)
     Spurious,   \* TRUE: a wait may end without a notify
     Failures,   \* TRUE: an fsync may return an error
@@ -42,7 +43,8 @@ CONSTANTS
     Bug         \* "none", or a bug planted on purpose (see "Planted bugs")
 
 ASSUME Api \in {"closure", "lsn"}
-ASSUME MaxWrites \in Nat /\ Threshold \in Nat
+ASSUME MaxWrites \in Nat /\ Threshold \in Nat \ {0}
+ASSUME Gathering \in {"off", "fixed", "adaptive"}
 ASSUME {Timeouts, Spurious, Failures, Panics} \subseteq BOOLEAN
 ASSUME Bug \in {"none", "NoPoison", "NoHandOff", "TargetAtFinish"}
 
@@ -58,6 +60,9 @@ VARIABLES
     riders,     \* waiters counted in the group of the fsync in flight
     nextGroup,  \* waiters counted in the group of the fsync after it
     failed,     \* State::failure.is_some(): the manager is poisoned
+    gatherUntil,    \* companions the gathering leader waits for (set by Gather, never reset)
+    recentlyActive, \* callers around the last successful fsync: those it served and
+                    \* those queued behind it (what adaptive gathering waits for)
     \* --- the mutex and the condition variables ---
     lock,       \* the thread inside a critical section, or NoThread
     asleep,     \* asleep[p]: threads blocked on groups[p] (p = generation % 2)
@@ -75,7 +80,8 @@ VARIABLES
     failedOnce,       \* some fsync has failed or panicked (on the disk, before any lock)
     durableAtFailure  \* onDisk when the first fsync failed
 
-protocol == <<written, durable, phase, target, started, riders, nextGroup, failed>>
+protocol == <<written, durable, phase, target, started, riders, nextGroup, failed,
+              gatherUntil, recentlyActive>>
 vars == <<protocol, lock, asleep, gatherers, pc, lsn, gen, result, onDisk, lost,
           failedOnce, durableAtFailure>>
 
@@ -117,6 +123,7 @@ TypeOK ==
     /\ target \in 0..MaxWrites /\ started \in 0..MaxWrites
     /\ riders \in 0..Cardinality(Threads) /\ nextGroup \in 0..Cardinality(Threads)
     /\ failed \in BOOLEAN
+    /\ gatherUntil \in Nat /\ recentlyActive \in 0..Cardinality(Threads)
     /\ lock \in Threads \cup {NoThread}
     /\ asleep \in [0..1 -> SUBSET Threads] /\ gatherers \subseteq Threads
     /\ pc \in [Threads -> PCs]
@@ -128,6 +135,7 @@ TypeOK ==
 Init ==
     /\ written = 0 /\ durable = 0 /\ phase = "Idle" /\ target = 0
     /\ started = 0 /\ riders = 0 /\ nextGroup = 0 /\ failed = FALSE
+    /\ gatherUntil = 0 /\ recentlyActive = 0
     /\ lock = NoThread
     /\ asleep = [p \in 0..1 |-> {}] /\ gatherers = {}
     /\ pc = [t \in Threads |-> "idle"]
@@ -180,7 +188,8 @@ CommitArrival(t) ==
     /\ result' = [result EXCEPT ![t] = "none"]
     /\ SetPc(t, "arrive")
     /\ UNCHANGED <<durable, phase, target, started, riders, nextGroup, failed,
-                   asleep, gatherers, gen, onDisk, lost, failedOnce, durableAtFailure>>
+                   gatherUntil, recentlyActive, asleep, gatherers, gen, onDisk, lost,
+                   failedOnce, durableAtFailure>>
 
 \* lsn.rs GroupCommit::mark_written -> protocol.rs mark_written: a critical
 \* section of its own.  Each record is one LSN; the caller then commits it.
@@ -192,7 +201,18 @@ MarkWritten(t) ==
     /\ result' = [result EXCEPT ![t] = "none"]
     /\ SetPc(t, "fast_path")
     /\ UNCHANGED <<durable, phase, target, started, riders, nextGroup, failed,
-                   asleep, gatherers, gen, onDisk, lost, failedOnce, durableAtFailure>>
+                   gatherUntil, recentlyActive, asleep, gatherers, gen, onDisk, lost,
+                   failedOnce, durableAtFailure>>
+
+\* lsn.rs GroupCommit::commit of an LSN this caller committed before (say, to be
+\* sure it is durable): a call with no write of its own.
+Commit(t) ==
+    /\ Api = "lsn" /\ pc[t] = "idle" /\ lsn[t] > 0
+    /\ Alone
+    /\ result' = [result EXCEPT ![t] = "none"]
+    /\ SetPc(t, "fast_path")
+    /\ UNCHANGED <<protocol, asleep, gatherers, lsn, gen, onDisk, lost, failedOnce,
+                   durableAtFailure>>
 
 \* protocol.rs already_durable, called by commit before it locks: reads the
 \* atomics `poisoned` and `durable` (stored in the same critical sections as
@@ -221,7 +241,7 @@ JoinGroup(t, g) ==
             /\ SetPc(t, "wait")
        ELSE /\ nextGroup' = nextGroup + 1
             /\ UNCHANGED riders
-            /\ IF phase = "Gathering" /\ nextGroup + 1 = Threshold
+            /\ IF phase = "Gathering" /\ nextGroup + 1 = gatherUntil
                THEN \E w \in NotifyOne(gatherers):
                        /\ gatherers' = gatherers \ w
                        /\ pc' = [u \in Threads |->
@@ -244,8 +264,8 @@ Arrive(t) ==
          [] d = "wait" ->
                 /\ JoinGroup(t, GenerationFor(lsn[t]))
                 /\ UNCHANGED result
-    /\ UNCHANGED <<written, durable, phase, target, started, failed, asleep, lsn,
-                   onDisk, lost, failedOnce, durableAtFailure>>
+    /\ UNCHANGED <<written, durable, phase, target, started, failed, gatherUntil,
+                   recentlyActive, asleep, lsn, onDisk, lost, failedOnce, durableAtFailure>>
 
 \* The caller leaves with the result decided (request's Next::Return).
 Return(t) ==
@@ -324,33 +344,49 @@ Recheck(t) ==
                 /\ SetPc(t, "wait") /\ UNCHANGED <<result, nextGroup>>
                 /\ gen' = [gen EXCEPT ![t] = GenerationFor(lsn[t])]
     /\ UNCHANGED <<written, durable, phase, target, started, riders, failed,
-                   asleep, gatherers, lsn, onDisk, lost, failedOnce, durableAtFailure>>
+                   gatherUntil, recentlyActive, asleep, gatherers, lsn, onDisk, lost,
+                   failedOnce, durableAtFailure>>
 
-\* lead: become the leader; gather when some, but too few, companions wait.
-\* A lone leader does not gather (nobody to gather with).
+\* gathering_plan: how many companions a new leader waits for (0: none).
+\* Fixed: `threshold`, unless it is alone (F8).  Adaptive: as many as were active
+\* around the last fsync, less itself, for at most half that fsync's duration:
+\* nothing before the first fsync (its duration is zero); after it, we assume
+\* every fsync takes a few nanoseconds, so the wait is never zero.
+Companions ==
+    CASE Gathering = "off" -> 0
+      [] Gathering = "fixed" -> IF nextGroup = 0 THEN 0 ELSE Threshold
+      [] Gathering = "adaptive" ->
+            IF started = 0 \/ recentlyActive = 0 THEN 0 ELSE recentlyActive - 1
+
+\* lead: become the leader; gather while fewer companions wait than the plan says.
 BecomeLeader(t) ==
     /\ pc[t] = "lead"
     /\ Hold(t)
     /\ phase' = "Gathering"
-    /\ SetPc(t, IF nextGroup > 0 /\ nextGroup < Threshold THEN "gather" ELSE "start_fsync")
+    /\ SetPc(t, IF nextGroup < Companions THEN "gather" ELSE "start_fsync")
     /\ UNCHANGED <<written, durable, target, started, riders, nextGroup, failed,
-                   asleep, gatherers, lsn, gen, result, onDisk, lost, failedOnce,
-                   durableAtFailure>>
+                   gatherUntil, recentlyActive, asleep, gatherers, lsn, gen, result,
+                   onDisk, lost, failedOnce, durableAtFailure>>
 
-\* gather: one turn of its loop, under the lock (held right after BecomeLeader,
-\* taken back after JoinGroup's notify or the interval's end).  Waits again on `gatherer` while companions are
-\* too few and the interval is not over; otherwise goes on to StartFsync.
+\* gather: one turn of its loop, under the lock (held on the first turn, right
+\* after BecomeLeader, when it sets gather_until; taken back after JoinGroup's
+\* notify or the interval's end on later ones).  Waits again on `gatherer`
+\* while companions are too few and the interval is not over; otherwise goes
+\* on to StartFsync.
 Gather(t) ==
     /\ pc[t] \in {"gather", "gather_timed_out"}
     /\ lock \in {t, NoThread}
-    /\ IF pc[t] = "gather" /\ nextGroup < Threshold
-       THEN /\ lock' = NoThread
-            /\ gatherers' = gatherers \cup {t}
-            /\ SetPc(t, "gathering")
-       ELSE /\ lock' = t
-            /\ UNCHANGED gatherers
-            /\ SetPc(t, "start_fsync")
-    /\ UNCHANGED <<protocol, asleep, lsn, gen, result, onDisk, lost, failedOnce,
+    /\ LET until == IF lock = t THEN Companions ELSE gatherUntil IN
+       /\ gatherUntil' = until
+       /\ IF pc[t] = "gather" /\ nextGroup < until
+          THEN /\ lock' = NoThread
+               /\ gatherers' = gatherers \cup {t}
+               /\ SetPc(t, "gathering")
+          ELSE /\ lock' = t
+               /\ UNCHANGED gatherers
+               /\ SetPc(t, "start_fsync")
+    /\ UNCHANGED <<written, durable, phase, target, started, riders, nextGroup, failed,
+                   recentlyActive, asleep, lsn, gen, result, onDisk, lost, failedOnce,
                    durableAtFailure>>
 
 \* The gather interval ends.  Real time always ends it, so it is fair (below).
@@ -374,8 +410,8 @@ StartFsync(t) ==
     /\ nextGroup' = 0
     /\ gen' = [gen EXCEPT ![t] = started + 1]
     /\ SetPc(t, "fsync")
-    /\ UNCHANGED <<written, durable, failed, asleep, gatherers, lsn, result, onDisk,
-                   lost, failedOnce, durableAtFailure>>
+    /\ UNCHANGED <<written, durable, failed, gatherUntil, recentlyActive, asleep,
+                   gatherers, lsn, result, onDisk, lost, failedOnce, durableAtFailure>>
 
 (***************************************************************************)
 (* The fsync closure, outside the lock (lead's catch_unwind(do_fsync)).    *)
@@ -410,6 +446,7 @@ FinishFsync(t) ==
     /\ Alone
     /\ durable' = IF Bug = "TargetAtFinish" THEN written ELSE target
     /\ riders' = 0
+    /\ recentlyActive' = riders + 1 + nextGroup
     /\ phase' = "Idle"
     /\ target' = 0
     /\ LET served == gen[t] % 2          \* wake_riders(generation)
@@ -425,8 +462,8 @@ FinishFsync(t) ==
                         ELSE pc[u]]
     /\ gen' = [gen EXCEPT ![t] = 0]
     /\ result' = [result EXCEPT ![t] = "ok"]
-    /\ UNCHANGED <<written, started, nextGroup, failed, gatherers, lsn, onDisk, lost,
-                   failedOnce, durableAtFailure>>
+    /\ UNCHANGED <<written, started, nextGroup, failed, gatherUntil, gatherers, lsn,
+                   onDisk, lost, failedOnce, durableAtFailure>>
 
 \* poison, from finish_fsync after a failure or a panic: mark the manager
 \* failed before anyone else can start an fsync, forget both groups, and wake
@@ -442,8 +479,8 @@ Poison(t, outcome) ==
                 ELSE pc[u]]
     /\ gen' = [gen EXCEPT ![t] = 0]
     /\ result' = [result EXCEPT ![t] = outcome]
-    /\ UNCHANGED <<written, durable, started, gatherers, lsn, onDisk, lost,
-                   failedOnce, durableAtFailure>>
+    /\ UNCHANGED <<written, durable, started, gatherUntil, recentlyActive, gatherers,
+                   lsn, onDisk, lost, failedOnce, durableAtFailure>>
 
 \* finish_fsync after do_fsync returned Err: poison; the leader returns the error.
 FailFsync(t) == pc[t] = "fail" /\ Alone /\ Poison(t, "err")
@@ -464,7 +501,8 @@ Progress(t) ==
 
 Next ==
     \E t \in Threads:
-        \/ CommitArrival(t) \/ MarkWritten(t) \/ SpuriousWakeup(t) \/ Progress(t)
+        \/ CommitArrival(t) \/ MarkWritten(t) \/ Commit(t) \/ SpuriousWakeup(t)
+        \/ Progress(t)
 
 (***************************************************************************)
 (* Fairness: strong fairness on each thread's progress.  Why strong: a     *)

@@ -125,6 +125,8 @@ impl State {
             riders: self.riders,
             next_group: self.next_group,
             failed: self.failure.is_some(),
+            gather_until: self.gather_until,
+            recently_active: self.recently_active,
         }
     }
 }
@@ -186,7 +188,7 @@ impl Protocol {
             )));
         }
         st.written = lsn;
-        step!(st, "Write", lsn);
+        step!(st, "MarkWritten", lsn);
         Ok(())
     }
 
@@ -222,7 +224,7 @@ impl Protocol {
         // Each call is a write of its own: its LSN is its place in the arrival order.
         st.written += 1;
         let lsn = st.written;
-        step!(st, "Write", lsn);
+        step!(st, "CommitArrival", lsn);
         self.request(st, lsn, do_fsync)
     }
 
@@ -258,6 +260,7 @@ impl Protocol {
                     let since = *blocked_since.get_or_insert_with(Instant::now);
                     let until = *deadline
                         .get_or_insert_with(|| since.checked_add(self.config.waiter_timeout()));
+                    step!(st, "Wait", lsn);
                     let timed_out;
                     (st, timed_out) = self.wait(st, generation, until);
                     if timed_out {
@@ -339,6 +342,7 @@ impl Protocol {
         step!(st, "BecomeLeader", lsn);
         if let Some((companions, longest)) = self.gathering_plan(&st) {
             st = self.gather(st, companions, longest);
+            step!(st, "Gather", lsn);
         }
         let (generation, target) = self.start_fsync(&mut st);
         step!(st, "StartFsync", lsn);
