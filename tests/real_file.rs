@@ -35,7 +35,10 @@ fn record(thread: usize, n: usize) -> [u8; RECORD] {
 
 fn check_file(path: &PathBuf) {
     let mut contents = Vec::new();
-    File::open(path).unwrap().read_to_end(&mut contents).unwrap();
+    File::open(path)
+        .unwrap()
+        .read_to_end(&mut contents)
+        .unwrap();
     assert_eq!(contents.len(), THREADS * RECORDS * RECORD);
     for thread in 0..THREADS {
         for n in 0..RECORDS {
