@@ -17,7 +17,10 @@
 //! - `DurableMonotonic`: `durable_lsn()` never decreases, and every LSN at or below it is
 //!   durable;
 //! - `AtMostOneFsync`: no two fsync closures overlap;
-//! - `StatsExact`: the counters equal the events the harness saw.
+//! - `StatsExact`: the counters equal the events the harness saw;
+//! - `EndState`: once every caller is joined, `failure()`, `written_lsn()` and `config()`
+//!   agree with what happened, and bad input (an LSN marked going backwards, a commit
+//!   beyond the written LSN) is refused with `InvalidInput` and no fsync.
 //!
 //! A deadlock (every thread blocked) is reported by the checker itself.
 
@@ -434,6 +437,74 @@ fn run(scenario: Scenario) {
         outcomes.extend(other.join().expect("callers catch their panics"));
     }
     check_stats(&shared, &outcomes);
+    check_end_state(&shared);
+}
+
+/// `EndState`: with every caller joined, the accessors agree with what happened, and
+/// bad input is refused without an fsync (single-threaded: no interleavings added).
+fn check_end_state(shared: &Shared) {
+    let log = shared.log.lock().unwrap();
+    let (failure, config) = match &shared.front {
+        Front::Manager(m) => (m.failure(), m.config()),
+        Front::Lsn(g) => (g.failure(), g.config()),
+    };
+    assert_eq!(
+        config.gathering(),
+        shared.scenario.config().gathering(),
+        "EndState: config()"
+    );
+    match (log.first_failure, failure) {
+        (None, None) => {}
+        (Some(FailureKind::Eio), Some(f)) => assert_eq!(
+            (f.kind(), f.raw_os_error()),
+            (io::Error::from_raw_os_error(EIO).kind(), Some(EIO)),
+            "ErrorPreserved: failure()"
+        ),
+        (Some(FailureKind::Panic), Some(f)) => assert_eq!(
+            (f.kind(), f.raw_os_error()),
+            (io::ErrorKind::Other, None),
+            "ErrorPreserved: failure() after a panic"
+        ),
+        (expected, got) => panic!("EndState: failure() is {got:?}, expected {expected:?}"),
+    }
+    let Front::Lsn(g) = &shared.front else {
+        return;
+    };
+    let written = g.written_lsn();
+    assert_eq!(written, log.next_lsn, "EndState: written_lsn()");
+    drop(log);
+    let refused = |result: io::Result<()>| {
+        result.is_err_and(|e| e.kind() == io::ErrorKind::InvalidInput && e.raw_os_error().is_none())
+    };
+    // Marking the written LSN again is allowed; going back is not.
+    g.mark_written(written)
+        .expect("EndState: marking the written LSN again is refused");
+    if written > 0 {
+        assert!(
+            refused(g.mark_written(written - 1)),
+            "EndState: a written LSN going backwards is accepted"
+        );
+    }
+    let before = g.stats();
+    let ran = Cell::new(false);
+    let beyond = g.commit(written + 1, || {
+        ran.set(true);
+        Ok(())
+    });
+    assert!(
+        refused(beyond) && !ran.get(),
+        "EndState: a commit beyond the written LSN is not refused, or ran an fsync"
+    );
+    let after = g.stats();
+    assert_eq!(
+        (after.requests, after.failed_requests, after.fsyncs),
+        (
+            before.requests + 1,
+            before.failed_requests + 1,
+            before.fsyncs
+        ),
+        "StatsExact: a refused commit"
+    );
 }
 
 /// `StatsExact`: the counters equal what the harness saw happen.
@@ -498,10 +569,10 @@ fn check_stats(shared: &Shared, outcomes: &[Outcome]) {
 pub fn properties(api: Api) -> &'static str {
     match api {
         Api::Manager => {
-            "FsyncBeforeReturn NoOkAfterFailure ErrorPreserved AtMostOneFsync StatsExact held, no deadlock"
+            "FsyncBeforeReturn NoOkAfterFailure ErrorPreserved AtMostOneFsync StatsExact EndState held, no deadlock"
         }
         Api::Lsn => {
-            "FsyncBeforeReturn NoOkAfterFailure ErrorPreserved DurableMonotonic AtMostOneFsync StatsExact held, no deadlock"
+            "FsyncBeforeReturn NoOkAfterFailure ErrorPreserved DurableMonotonic AtMostOneFsync StatsExact EndState held, no deadlock"
         }
     }
 }
