@@ -40,12 +40,13 @@ CONSTANTS
     Spurious,   \* TRUE: a wait may end without a notify
     Failures,   \* TRUE: an fsync may return an error
     Panics,     \* TRUE: an fsync closure may panic
+    Recommits,  \* TRUE (LSN API): a caller may commit an LSN it committed before
     Bug         \* "none", or a bug planted on purpose (see "Planted bugs")
 
 ASSUME Api \in {"closure", "lsn"}
 ASSUME MaxWrites \in Nat /\ Threshold \in Nat \ {0}
 ASSUME Gathering \in {"off", "fixed", "adaptive"}
-ASSUME {Timeouts, Spurious, Failures, Panics} \subseteq BOOLEAN
+ASSUME {Timeouts, Spurious, Failures, Panics, Recommits} \subseteq BOOLEAN
 ASSUME Bug \in {"none", "NoPoison", "NoHandOff", "TargetAtFinish"}
 
 Records == 1..MaxWrites   \* a record is named by its LSN
@@ -207,7 +208,7 @@ MarkWritten(t) ==
 \* lsn.rs GroupCommit::commit of an LSN this caller committed before (say, to be
 \* sure it is durable): a call with no write of its own.
 Commit(t) ==
-    /\ Api = "lsn" /\ pc[t] = "idle" /\ lsn[t] > 0
+    /\ Recommits /\ Api = "lsn" /\ pc[t] = "idle" /\ lsn[t] > 0
     /\ Alone
     /\ result' = [result EXCEPT ![t] = "none"]
     /\ SetPc(t, "fast_path")
@@ -505,19 +506,22 @@ Next ==
         \/ Progress(t)
 
 (***************************************************************************)
-(* Fairness: strong fairness on each thread's progress.  Why strong: a     *)
-(* step that needs the mutex is enabled only while nobody holds it, so     *)
-(* another thread that takes the lock again and again (a waiter timing out *)
-(* every 500 ms while an fsync hangs) disables it again and again; weak    *)
-(* fairness would let it starve forever.  Strong fairness is the           *)
-(* assumption that the mutex is not unfair forever to a thread that keeps  *)
-(* asking (parking_lot guarantees it, with eventual fairness; std's futex  *)
-(* mutex does in practice, since every holder sleeps between critical      *)
-(* sections).  The lock-free steps wait for the lock here only because of  *)
-(* the reduction above; in the code they need nothing.  Timeouts, when on, *)
-(* are fair (real time passes); spurious wake-ups are not (none need       *)
-(* ever happen); notify_one is fair to nobody: whom it wakes is a free     *)
-(* choice in every step.                                                   *)
+(* Fairness: strong fairness on each thread's progress, the steps it takes *)
+(* on its own once it has started a call.  Why strong: a step that needs   *)
+(* the mutex is enabled only while nobody holds it, so another thread that *)
+(* takes the lock again and again (a waiter timing out every 500 ms while  *)
+(* an fsync hangs) disables it again and again, and weak fairness would    *)
+(* let it starve forever.  Strong fairness assumes that the mutex is not   *)
+(* unfair forever to a thread that keeps asking (parking_lot's eventual    *)
+(* fairness guarantees it; std's futex mutex gives it in practice, since   *)
+(* every holder leaves within microseconds and then sleeps).  Lock-free    *)
+(* steps wait for the lock here only because of the reduction above; in    *)
+(* the code they need nothing, and strong fairness says no more for them   *)
+(* than weak fairness would there.  So: the fsync returns; a gathering     *)
+(* leader's interval ends; a waiter's deadline passes if it sleeps long    *)
+(* enough, when timeouts are on.  Not fair: starting a call (callers may   *)
+(* stop), a spurious wake-up (none need happen), and notify_one, which may *)
+(* wake any waiter each time, so no waiter is owed a turn.                 *)
 (***************************************************************************)
 Fairness == \A t \in Threads: SF_vars(Progress(t))
 

@@ -53,13 +53,18 @@ Matches(line) ==
     /\ failed' = line.failed
     /\ gatherUntil' = line.gather_until
     /\ recentlyActive' = line.recently_active
-    /\ lsn'[line.thread] = line.lsn
+    \* (for MarkWritten, `lsn` is the LSN marked: `written` above)
+    /\ line.action # "MarkWritten" => lsn'[line.thread] = line.lsn
+
+\* mark_written of the LSN already marked (allowed: it must not go backwards)
+\* is a critical section that changes nothing: a stuttering step of GroupCommit.
+ReMark(t) == pc[t] = "idle" /\ lock = NoThread /\ UNCHANGED vars
 
 \* The spec action a line names, by thread t.  "Gather" is logged once, when the
 \* gather loop ends; its turns that go back to sleep are not.
 Logged(a, t) ==
     \/ a = "CommitArrival" /\ CommitArrival(t)
-    \/ a = "MarkWritten" /\ MarkWritten(t)
+    \/ a = "MarkWritten" /\ (MarkWritten(t) \/ ReMark(t))
     \/ a = "Arrive" /\ Arrive(t)
     \/ a = "Return" /\ Return(t)
     \/ a = "Wait" /\ Wait(t)

@@ -213,7 +213,7 @@ fn adaptive_gathering() -> Config {
 
 #[test]
 fn threads_closure() {
-    closure_run("threads-closure", short_timeouts(), 4, 6, Fault::None);
+    closure_run("threads-closure", short_timeouts(), 4, 5, Fault::None);
     closure_run(
         "threads-closure-fixed",
         fixed_gathering(),
@@ -250,7 +250,7 @@ fn threads_closure_faults() {
 
 #[test]
 fn threads_lsn() {
-    lsn_run("threads-lsn", short_timeouts(), 4, 6, Fault::None);
+    lsn_run("threads-lsn", short_timeouts(), 4, 5, Fault::None);
     lsn_run(
         "threads-lsn-adaptive",
         adaptive_gathering(),
