@@ -32,22 +32,31 @@ EXTENDS Naturals, FiniteSets, TLC
 CONSTANTS
     Threads,    \* the callers (model values; symmetric)
     NoThread,   \* what `lock` holds when nobody is in a critical section
-    Api,        \* "closure": FsyncManager::fsync; "lsn": GroupCommit::mark_written + commit
+    Api,        \* "closure": FsyncManager::fsync; "lsn": mark_written + commit
     MaxWrites,  \* records written in all, to keep the state space finite
-    Gathering,  \* Config::gathering(): "off", "fixed" (the reference's policy) or "adaptive"
-    Threshold,  \* Gathering::Fixed { threshold }: companions a fixed-policy leader waits for
+    Gathering,  \* Config::gathering(): "off", "fixed" (the reference's) or "adaptive"
+    Threshold,  \* Gathering::Fixed { threshold }: companions a fixed leader waits for
     Timeouts,   \* TRUE: a waiter's deadline may pass (Config::waiter_timeout)
     Spurious,   \* TRUE: a wait may end without a notify
     Failures,   \* TRUE: an fsync may return an error
     Panics,     \* TRUE: an fsync closure may panic
     Recommits,  \* TRUE (LSN API): a caller may commit an LSN it committed before
-    Bug         \* "none", or a bug planted on purpose (see "Planted bugs")
+    Bug         \* "none", or a bug planted on purpose (below)
 
 ASSUME Api \in {"closure", "lsn"}
 ASSUME MaxWrites \in Nat /\ Threshold \in Nat \ {0}
 ASSUME Gathering \in {"off", "fixed", "adaptive"}
 ASSUME {Timeouts, Spurious, Failures, Panics, Recommits} \subseteq BOOLEAN
-ASSUME Bug \in {"none", "NoPoison", "NoHandOff", "TargetAtFinish"}
+ASSUME Bug \in {"none", "NoPoison", "NoHandOff", "TargetAtFinish", "FailureFirst"}
+
+(* Planted bugs: each has a config that must fail (GroupCommitBug*.cfg), to   *)
+(* show that the properties can fail.                                        *)
+(*   NoHandOff       FinishFsync sends no notify_one to the next group       *)
+(*   NoPoison        a failed fsync does not mark the manager failed         *)
+(*   TargetAtFinish  FinishFsync sets durable to `written` at the finish,    *)
+(*                   not to the target fixed when the fsync started          *)
+(*   FailureFirst    Decide tests the failure before a waiter's own record   *)
+(*                   (the bug loom found in an early State::decide)          *)
 
 Records == 1..MaxWrites   \* a record is named by its LSN
 
@@ -56,12 +65,12 @@ VARIABLES
     written,    \* highest LSN written (closure API: callers arrived so far)
     durable,    \* highest LSN covered by a completed, successful fsync
     phase,      \* "Idle" | "Gathering" | "Syncing"
-    target,     \* Phase::Syncing { target }: what the fsync in flight covers; 0 otherwise
+    target,     \* Phase::Syncing { target }: what the fsync in flight covers, else 0
     started,    \* fsyncs started so far; the one in flight has this number
     riders,     \* waiters counted in the group of the fsync in flight
     nextGroup,  \* waiters counted in the group of the fsync after it
     failed,     \* State::failure.is_some(): the manager is poisoned
-    gatherUntil,    \* companions the gathering leader waits for (set by Gather, never reset)
+    gatherUntil,    \* companions a gathering leader waits for (set by Gather, kept)
     recentlyActive, \* callers around the last successful fsync: those it served and
                     \* those queued behind it (what adaptive gathering waits for)
     \* --- the mutex and the condition variables ---
@@ -71,14 +80,14 @@ VARIABLES
     \* --- each caller's locals ---
     pc,         \* the step the thread takes next (see PCs below)
     lsn,        \* the LSN of its current (or last) request
-    gen,        \* Next::Wait { generation }: the fsync it waits for (0 when not waiting);
+    gen,        \* Next::Wait { generation }: the fsync it waits for (0 if not waiting);
                 \* for a leader, the generation of its own fsync
-    result,     \* how its last request ended: "none" (still running), "ok", "err", "panic"
+    result,     \* how its last call ended: "none" (running), "ok", "err", "panic"
     \* --- the disk, which the protocol never sees ---
     onDisk,     \* records a completed fsync made durable
     lost,       \* records a failed fsync dropped (Linux after EIO): never durable again
     \* --- history, for the properties only ---
-    failedOnce,       \* some fsync has failed or panicked (on the disk, before any lock)
+    failedOnce,       \* some fsync has failed or panicked (on the disk, lock or not)
     durableAtFailure  \* onDisk when the first fsync failed
 
 protocol == <<written, durable, phase, target, started, riders, nextGroup, failed,
@@ -167,7 +176,7 @@ NotifyOne(S) == IF S = {} THEN {{}} ELSE {{u} : u \in S}
 \* fsync succeeded was served even if a later one failed since; an arrival
 \* after a failure is refused whatever its LSN.
 Decide(t, waited) ==
-    IF lsn[t] <= durable /\ waited THEN "ok"
+    IF lsn[t] <= durable /\ waited /\ Bug # "FailureFirst" THEN "ok"
     ELSE IF failed THEN "err"
     ELSE IF lsn[t] <= durable THEN "ok"
     ELSE IF phase = "Idle" THEN "lead"
@@ -266,7 +275,8 @@ Arrive(t) ==
                 /\ JoinGroup(t, GenerationFor(lsn[t]))
                 /\ UNCHANGED result
     /\ UNCHANGED <<written, durable, phase, target, started, failed, gatherUntil,
-                   recentlyActive, asleep, lsn, onDisk, lost, failedOnce, durableAtFailure>>
+                   recentlyActive, asleep, lsn, onDisk, lost, failedOnce,
+                   durableAtFailure>>
 
 \* The caller leaves with the result decided (request's Next::Return).
 Return(t) ==
@@ -541,6 +551,13 @@ NoOkAfterFailure ==
     [][\A t \in Threads:
          (result'[t] = "ok" /\ result[t] # "ok" /\ failedOnce')
             => lsn[t] \in durableAtFailure]_vars
+
+\* A waiter that an fsync has served (its record is durable when it looks again)
+\* is told Ok, even if a later fsync has failed meanwhile.
+ServedWaitersGetOk ==
+    [][\A t \in Threads:
+         (pc[t] = "recheck" /\ pc'[t] = "return" /\ lsn[t] <= durable)
+            => result'[t] = "ok"]_vars
 
 \* The durable LSN never decreases, and everything up to it is on the disk.
 DurableMonotonic == [][durable' >= durable]_durable

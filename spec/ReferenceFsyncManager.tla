@@ -262,7 +262,8 @@ WakeGroup(t) ==
        /\ error' = [error EXCEPT ![g] = (result[t] = "err")]
        /\ asleep' = [asleep EXCEPT ![g] = {}]
        /\ pc' = [u \in Threads |->
-                   IF u = t THEN "hand_off" ELSE IF u \in asleep[g] THEN "woken" ELSE pc[u]]
+                   IF u = t THEN "hand_off"
+                   ELSE IF u \in asleep[g] THEN "woken" ELSE pc[u]]
     /\ UNCHANGED <<written, wip, next, made, poisoned, leaderOf, lsn, myGroup,
                    leadGroup, late, covers, result, onDisk, lost, failedOnce,
                    durableAtFailure>>
