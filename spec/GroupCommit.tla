@@ -328,10 +328,14 @@ Wake(t) ==
     /\ UNCHANGED <<protocol, asleep, gatherers, lsn, gen, result, onDisk, lost,
                    failedOnce, durableAtFailure>>
 
-\* The wait returned timed out and the lock is taken back.  Timeouts change no
-\* state: the waiter only looks again (Recheck).
+\* The wait returned timed out and the lock is taken back.  "Timed out" means the
+\* deadline had passed by the time the wait returned (std_backend.rs reports it
+\* even when a notify or a spurious wake-up came first), so it may follow any
+\* wake-up once timeouts are on.  Timeouts change no state: the waiter only
+\* looks again (Recheck).
 Timeout(t) ==
-    /\ pc[t] = "timed_out"
+    /\ \/ pc[t] = "timed_out"
+       \/ Timeouts /\ pc[t] = "woken"
     /\ Take(t)
     /\ SetPc(t, "recheck")
     /\ UNCHANGED <<protocol, asleep, gatherers, lsn, gen, result, onDisk, lost,
