@@ -47,16 +47,35 @@ ASSUME Api \in {"closure", "lsn"}
 ASSUME MaxWrites \in Nat /\ Threshold \in Nat \ {0}
 ASSUME Gathering \in {"off", "fixed", "adaptive"}
 ASSUME {Timeouts, Spurious, Failures, Panics, Recommits} \subseteq BOOLEAN
-ASSUME Bug \in {"none", "NoPoison", "NoHandOff", "TargetAtFinish", "FailureFirst"}
+ASSUME Bug \in {"none", "NoPoison", "NoHandOff", "TargetAtFinish", "FailureFirst",
+                "AckAtStart", "NotifyBeforeIdle", "WedgeOnError", "WedgeOnPanic",
+                "WakeBeforePoison", "OrphanedGroup", "HandOffWrongGroup",
+                "StealLead", "SoloFsyncOnTimeout", "TargetBeforeGathering"}
 
 (* Planted bugs: each has a config that must fail (GroupCommitBug*.cfg), to   *)
-(* show that the properties can fail.                                        *)
-(*   NoHandOff       FinishFsync sends no notify_one to the next group       *)
-(*   NoPoison        a failed fsync does not mark the manager failed         *)
+(* show that the properties can fail.  Each protocol-level bug of verify/bugs/ *)
+(* is one of them (its `tlc` key names the config; verify/planted runs it).   *)
+(*   NoHandOff       FinishFsync sends no notify_one to the next group (F1)  *)
+(*   NoPoison        a failed fsync does not mark the manager failed (F4)    *)
 (*   TargetAtFinish  FinishFsync sets durable to `written` at the finish,    *)
 (*                   not to the target fixed when the fsync started          *)
 (*   FailureFirst    Decide tests the failure before a waiter's own record   *)
 (*                   (the bug loom found in an early State::decide)          *)
+(*   AckAtStart      StartFsync raises durable to its target at once         *)
+(*   NotifyBeforeIdle  FinishFsync notifies, lets go of the lock, and sets   *)
+(*                   the phase Idle in a later critical section (SetIdle)    *)
+(*   WedgeOnError    FailFsync records nothing: phase stays Syncing          *)
+(*   WedgeOnPanic    PanicFsync records nothing: phase stays Syncing (F6)    *)
+(*   WakeBeforePoison  FailFsync sets Idle and hands off, lets go of the     *)
+(*                   lock, and poisons in a later critical section           *)
+(*                   (LatePoison)                                            *)
+(*   OrphanedGroup   a waiter promoted to lead sets nextGroup to 0 (F2)      *)
+(*   HandOffWrongGroup  HandOff notifies the group just served (F2)          *)
+(*   StealLead       a woken waiter told to wait leads instead (F3)          *)
+(*   SoloFsyncOnTimeout  a waiter whose deadline passed runs an fsync of its *)
+(*                   own, outside the protocol, and returns its result (F7)  *)
+(*   TargetBeforeGathering  BecomeLeader fixes the fsync's target before     *)
+(*                   the leader gathers; StartFsync keeps it                 *)
 
 Records == 1..MaxWrites   \* a record is named by its LSN
 
@@ -116,16 +135,17 @@ vars == <<protocol, lock, asleep, gatherers, pc, lsn, gen, result, onDisk, lost,
 (***************************************************************************)
 PCs == {"idle", "fast_path", "arrive", "return", "wait", "asleep", "woken",
         "timed_out", "recheck", "lead", "gather", "gathering", "gather_timed_out",
-        "start_fsync", "fsync", "finish", "fail", "panic"}
+        "start_fsync", "fsync", "finish", "fail", "panic",
+        "set_idle", "poison_late", "solo_fsync"}   \* the last three: bugs only
 
 \* A leader: from BecomeLeader until its fsync's outcome is recorded.
 LeaderPCs == {"lead", "gather", "gathering", "gather_timed_out", "start_fsync",
-              "fsync", "finish", "fail", "panic"}
+              "fsync", "finish", "fail", "panic", "set_idle", "poison_late"}
 \* A waiter: counted in a group (riders or nextGroup) until it returns or leads.
 WaiterPCs == {"wait", "asleep", "woken", "timed_out", "recheck"}
 \* An fsync in flight: from the moment the leader lets go of the lock after
 \* StartFsync until its outcome is recorded under the lock again.
-InFlightPCs == {"fsync", "finish", "fail", "panic"}
+InFlightPCs == {"fsync", "finish", "fail", "panic", "solo_fsync"}
 
 TypeOK ==
     /\ written \in 0..MaxWrites /\ durable \in 0..MaxWrites
@@ -336,8 +356,9 @@ Wake(t) ==
 Timeout(t) ==
     /\ \/ pc[t] = "timed_out"
        \/ Timeouts /\ pc[t] = "woken"
-    /\ Take(t)
-    /\ SetPc(t, "recheck")
+    /\ IF Bug = "SoloFsyncOnTimeout"
+       THEN Alone /\ SetPc(t, "solo_fsync")   \* counts the timeout, lets go
+       ELSE Take(t) /\ SetPc(t, "recheck")
     /\ UNCHANGED <<protocol, asleep, gatherers, lsn, gen, result, onDisk, lost,
                    failedOnce, durableAtFailure>>
 
@@ -346,7 +367,8 @@ Timeout(t) ==
 Recheck(t) ==
     /\ pc[t] = "recheck"
     /\ Hold(t)
-    /\ LET d == Decide(t, TRUE) IN
+    /\ LET decided == Decide(t, TRUE)
+           d == IF Bug = "StealLead" /\ decided = "wait" THEN "lead" ELSE decided IN
        CASE d \in {"ok", "err"} ->
                 /\ SetPc(t, "return") /\ result' = [result EXCEPT ![t] = d]
                 /\ gen' = [gen EXCEPT ![t] = 0]
@@ -354,7 +376,7 @@ Recheck(t) ==
          [] d = "lead" ->
                 /\ SetPc(t, "lead") /\ UNCHANGED result
                 /\ gen' = [gen EXCEPT ![t] = 0]
-                /\ nextGroup' = nextGroup - 1
+                /\ nextGroup' = IF Bug = "OrphanedGroup" THEN 0 ELSE nextGroup - 1
          [] d = "wait" ->
                 /\ SetPc(t, "wait") /\ UNCHANGED <<result, nextGroup>>
                 /\ gen' = [gen EXCEPT ![t] = GenerationFor(lsn[t])]
@@ -379,7 +401,8 @@ BecomeLeader(t) ==
     /\ Hold(t)
     /\ phase' = "Gathering"
     /\ SetPc(t, IF nextGroup < Companions THEN "gather" ELSE "start_fsync")
-    /\ UNCHANGED <<written, durable, target, started, riders, nextGroup, failed,
+    /\ target' = IF Bug = "TargetBeforeGathering" THEN written ELSE target
+    /\ UNCHANGED <<written, durable, started, riders, nextGroup, failed,
                    gatherUntil, recentlyActive, asleep, gatherers, lsn, gen, result,
                    onDisk, lost, failedOnce, durableAtFailure>>
 
@@ -419,13 +442,14 @@ StartFsync(t) ==
     /\ pc[t] = "start_fsync"
     /\ Release(t)
     /\ started' = started + 1
-    /\ target' = written
+    /\ target' = IF Bug = "TargetBeforeGathering" THEN target ELSE written
+    /\ durable' = IF Bug = "AckAtStart" THEN written ELSE durable
     /\ phase' = "Syncing"
     /\ riders' = nextGroup
     /\ nextGroup' = 0
     /\ gen' = [gen EXCEPT ![t] = started + 1]
     /\ SetPc(t, "fsync")
-    /\ UNCHANGED <<written, durable, failed, gatherUntil, recentlyActive, asleep,
+    /\ UNCHANGED <<written, failed, gatherUntil, recentlyActive, asleep,
                    gatherers, lsn, result, onDisk, lost, failedOnce, durableAtFailure>>
 
 (***************************************************************************)
@@ -462,29 +486,39 @@ FinishFsync(t) ==
     /\ durable' = IF Bug = "TargetAtFinish" THEN written ELSE target
     /\ riders' = 0
     /\ recentlyActive' = riders + 1 + nextGroup
-    /\ phase' = "Idle"
-    /\ target' = 0
+    /\ IF Bug = "NotifyBeforeIdle"
+       THEN UNCHANGED <<phase, target>>  \* left for SetIdle
+       ELSE phase' = "Idle" /\ target' = 0
     /\ LET served == gen[t] % 2          \* wake_riders(generation)
-           next == (gen[t] + 1) % 2      \* hand_off(generation + 1)
+           next == IF Bug = "HandOffWrongGroup"
+                   THEN gen[t] % 2
+                   ELSE (gen[t] + 1) % 2 \* hand_off(generation + 1)
            ridersWoken == IF riders > 0 THEN asleep[served] ELSE {}
+           leaderNext == IF Bug = "NotifyBeforeIdle" THEN "set_idle" ELSE "idle"
        IN \E handedOff \in (IF nextGroup > 0 /\ Bug # "NoHandOff"
                             THEN NotifyOne(asleep[next]) ELSE {{}}):
             /\ asleep' = [asleep EXCEPT ![served] = @ \ ridersWoken,
                                         ![next] = @ \ handedOff]
             /\ pc' = [u \in Threads |->
-                        IF u = t THEN "idle"
+                        IF u = t THEN leaderNext
                         ELSE IF u \in ridersWoken \cup handedOff THEN "woken"
                         ELSE pc[u]]
     /\ gen' = [gen EXCEPT ![t] = 0]
-    /\ result' = [result EXCEPT ![t] = "ok"]
+    /\ result' = [result EXCEPT ![t] = IF Bug = "NotifyBeforeIdle" THEN @ ELSE "ok"]
     /\ UNCHANGED <<written, started, nextGroup, failed, gatherUntil, gatherers, lsn,
                    onDisk, lost, failedOnce, durableAtFailure>>
+
+\* Bugs WedgeOnError, WedgeOnPanic: a failed or panicking fsync leaves no trace.
+Wedge(outcome) ==
+    \/ Bug = "WedgeOnError" /\ outcome = "err"
+    \/ Bug = "WedgeOnPanic" /\ outcome = "panic"
 
 \* poison, from finish_fsync after a failure or a panic: mark the manager
 \* failed before anyone else can start an fsync, forget both groups, and wake
 \* every waiter (notify_all on both condvars) to fail.
 Poison(t, outcome) ==
     /\ failed' = IF Bug = "NoPoison" THEN failed ELSE TRUE
+    /\ ~Wedge(outcome)
     /\ riders' = 0 /\ nextGroup' = 0
     /\ phase' = "Idle" /\ target' = 0
     /\ asleep' = [p \in 0..1 |-> {}]
@@ -497,11 +531,64 @@ Poison(t, outcome) ==
     /\ UNCHANGED <<written, durable, started, gatherUntil, recentlyActive, gatherers,
                    lsn, onDisk, lost, failedOnce, durableAtFailure>>
 
+\* Bugs WedgeOnError, WedgeOnPanic: the leader records nothing and leaves.
+Wedged(t, outcome) ==
+    /\ Wedge(outcome)
+    /\ SetPc(t, "idle")
+    /\ gen' = [gen EXCEPT ![t] = 0]
+    /\ result' = [result EXCEPT ![t] = outcome]
+    /\ UNCHANGED <<protocol, asleep, gatherers, lsn, onDisk, lost, failedOnce,
+                   durableAtFailure>>
+
+\* Bug WakeBeforePoison: the failed leader sets the phase Idle and hands off,
+\* then lets go of the lock; LatePoison poisons later.
+WakeBeforePoison(t) ==
+    /\ Bug = "WakeBeforePoison"
+    /\ phase' = "Idle" /\ target' = 0
+    /\ \E handedOff \in (IF nextGroup > 0 THEN NotifyOne(asleep[(gen[t] + 1) % 2])
+                        ELSE {{}}):
+         /\ asleep' = [asleep EXCEPT ![(gen[t] + 1) % 2] = @ \ handedOff]
+         /\ pc' = [u \in Threads |->
+                     IF u = t THEN "poison_late"
+                     ELSE IF u \in handedOff THEN "woken" ELSE pc[u]]
+    /\ UNCHANGED <<written, durable, started, riders, nextGroup, failed, gatherUntil,
+                   recentlyActive, gatherers, lsn, gen, result, onDisk, lost,
+                   failedOnce, durableAtFailure>>
+
 \* finish_fsync after do_fsync returned Err: poison; the leader returns the error.
-FailFsync(t) == pc[t] = "fail" /\ Alone /\ Poison(t, "err")
+FailFsync(t) ==
+    /\ pc[t] = "fail" /\ Alone
+    /\ IF Bug = "WakeBeforePoison" THEN WakeBeforePoison(t)
+       ELSE Poison(t, "err") \/ Wedged(t, "err")
 
 \* finish_fsync after do_fsync panicked: poison; the panic goes on in the leader.
-PanicFsync(t) == pc[t] = "panic" /\ Alone /\ Poison(t, "panic")
+PanicFsync(t) == pc[t] = "panic" /\ Alone /\ (Poison(t, "panic") \/ Wedged(t, "panic"))
+
+\* Bug WakeBeforePoison: the poison, in a critical section of its own.
+LatePoison(t) == pc[t] = "poison_late" /\ Alone /\ Poison(t, "err")
+
+\* Bug NotifyBeforeIdle: the phase set Idle, in a critical section of its own.
+SetIdle(t) ==
+    /\ pc[t] = "set_idle"
+    /\ Alone
+    /\ phase' = "Idle" /\ target' = 0
+    /\ SetPc(t, "idle")
+    /\ result' = [result EXCEPT ![t] = "ok"]
+    /\ UNCHANGED <<written, durable, started, riders, nextGroup, failed, gatherUntil,
+                   recentlyActive, asleep, gatherers, lsn, gen, onDisk, lost,
+                   failedOnce, durableAtFailure>>
+
+\* Bug SoloFsyncOnTimeout: the timed-out waiter's own fsync, outside the
+\* protocol (still counted in its group); it returns the fsync's result.
+SoloFsync(t) ==
+    /\ pc[t] = "solo_fsync"
+    /\ Alone
+    /\ \/ /\ onDisk' = onDisk \cup ((1..written) \ lost)
+          /\ result' = [result EXCEPT ![t] = "ok"]
+          /\ UNCHANGED <<lost, failedOnce, durableAtFailure>>
+       \/ Failures /\ Drop /\ result' = [result EXCEPT ![t] = "err"]
+    /\ SetPc(t, "idle")
+    /\ UNCHANGED <<protocol, asleep, gatherers, lsn, gen>>
 
 -----------------------------------------------------------------------------
 
@@ -513,6 +600,7 @@ Progress(t) ==
     \/ Wake(t) \/ Timeout(t) \/ Recheck(t) \/ BecomeLeader(t) \/ Gather(t)
     \/ GatherDeadline(t) \/ StartFsync(t) \/ RunFsync(t) \/ FinishFsync(t)
     \/ FailFsync(t) \/ PanicFsync(t)
+    \/ LatePoison(t) \/ SetIdle(t) \/ SoloFsync(t)          \* bugs only
 
 Next ==
     \E t \in Threads:

@@ -9,8 +9,9 @@ use common::{eventually, run, Gate};
 use group_commit::{Config, FsyncManager, GroupCommit};
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// So that a passing test shows the hand-off, not the safety net.
 fn no_timeouts() -> Config {
@@ -401,10 +402,22 @@ fn f7_timed_out_waiters_never_fsync_beside_the_leader() {
 #[test]
 fn f8_gathering_never_delays_a_leader_for_nothing() {
     let hour = Duration::from_secs(3600);
+    gather_for_exactly_the_threshold(hour, 2 * hour);
+}
+
+/// The same with an interval too long to be a deadline (`Instant` cannot hold it): the
+/// leader gathers with no deadline at all, and still for exactly its threshold.
+#[test]
+fn f8_an_interval_beyond_any_deadline_gathers_for_exactly_the_threshold() {
+    let forever = Duration::MAX;
+    gather_for_exactly_the_threshold(forever - Duration::from_nanos(1), forever);
+}
+
+fn gather_for_exactly_the_threshold(interval: Duration, waiter_timeout: Duration) {
     let config = Config::builder()
         .group_threshold(2)
-        .group_interval(hour)
-        .waiter_timeout(2 * hour)
+        .group_interval(interval)
+        .waiter_timeout(waiter_timeout)
         .build()
         .unwrap();
     let m = manager(config);
@@ -446,6 +459,65 @@ fn f8_gathering_never_delays_a_leader_for_nothing() {
         (stats.fsyncs, stats.largest_group, stats.timeouts),
         (5, 3, 0)
     );
+}
+
+/// Adaptive gathering, F8's other half: a leader gathers only when the last fsync had
+/// company, waits for as many callers as it had (less itself), and for at most half
+/// that fsync's duration. Here L0's fsync (1 s) had W1 queued behind it, so W1, promoted
+/// with nobody else waiting, gathers for one companion who never comes: for half a
+/// second, measured from L0's fsync to W1's. The bounds are wide: the wait ends at its
+/// deadline, so it is at least half; it would be the whole fsync or more if the policy
+/// waited longer than half.
+#[test]
+fn f8_adaptive_gathering_waits_at_most_half_the_last_fsync() {
+    let config = Config::builder()
+        .adaptive_gathering(Duration::from_secs(10))
+        .waiter_timeout(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let m = manager(config);
+    let l0_fsync = Arc::new(Mutex::new(None::<(Instant, Instant)>));
+    let l0 = {
+        let (m, shared, l0_fsync) = (Arc::clone(&m), Arc::clone(&m), Arc::clone(&l0_fsync));
+        run(move || {
+            m.fsync(|| {
+                let began = Instant::now();
+                eventually("W1 has joined", || waiting(&shared) == 1);
+                thread::sleep(Duration::from_secs(1));
+                *l0_fsync.lock().unwrap() = Some((began, Instant::now()));
+                Ok(())
+            })
+        })
+    };
+    eventually("L0 leads", || m.stats().fsyncs == 1);
+    let w1_fsync_began = Arc::new(Mutex::new(None::<Instant>));
+    let w1 = {
+        let (m, w1_fsync_began) = (Arc::clone(&m), Arc::clone(&w1_fsync_began));
+        run(move || {
+            m.fsync(|| {
+                *w1_fsync_began.lock().unwrap() = Some(Instant::now());
+                Ok(())
+            })
+        })
+    };
+    l0.value().unwrap();
+    w1.value().unwrap();
+    let (began, ended) = l0_fsync.lock().unwrap().unwrap();
+    let w1_began = w1_fsync_began
+        .lock()
+        .unwrap()
+        .expect("W1 led its own fsync");
+    let (fsync, gathered) = (ended - began, w1_began - ended);
+    assert!(
+        gathered >= fsync / 2,
+        "W1 gathered for {gathered:?}, less than half of L0's fsync ({fsync:?})"
+    );
+    assert!(
+        gathered < fsync,
+        "W1 gathered for {gathered:?}, more than half of L0's fsync ({fsync:?})"
+    );
+    let stats = m.stats();
+    assert_eq!((stats.fsyncs, stats.served, stats.timeouts), (2, 2, 0));
 }
 
 /// F9, statistics. Every counter is exact: fsync time is summed in nanoseconds (the
