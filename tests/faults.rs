@@ -307,6 +307,32 @@ struct PanicSeen {
     ok_after_failure: u64,
 }
 
+impl PanicSeen {
+    /// Counts one call's outcome; true if it failed. `after_failure`: the caller had
+    /// seen a failure before it called, so an `Ok` is a fault.
+    fn record(&mut self, result: std::thread::Result<io::Result<()>>, after_failure: bool) -> bool {
+        match result {
+            Err(_) => self.panicked += 1,
+            Ok(Ok(())) => {
+                self.ok_after_failure += u64::from(after_failure);
+                return false;
+            }
+            Ok(Err(error)) => self.errors.push(error),
+        }
+        true
+    }
+}
+
+/// The fsync closure of the panic scenarios: the `panic_at`-th fsync (from 0) panics.
+fn fsync_panicking_at(fsyncs: &AtomicU64, panic_at: u64) -> io::Result<()> {
+    let n = fsyncs.fetch_add(1, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_micros(100));
+    if n == panic_at {
+        panic!("injected fsync panic");
+    }
+    Ok(())
+}
+
 fn check_panic_errors(seen: &[PanicSeen], failure: Option<group_commit::Failure>) {
     let failure = failure.expect("poisoned by the panic");
     assert_eq!(failure.kind(), io::ErrorKind::Other);
@@ -357,26 +383,9 @@ fn panicking_fsync_closure_lsn_front_end() {
                         };
                         let poisoned = log.failure().is_some();
                         let result = catch_unwind(AssertUnwindSafe(|| {
-                            log.commit(lsn, || {
-                                let n = fsyncs.fetch_add(1, Ordering::SeqCst);
-                                std::thread::sleep(Duration::from_micros(100));
-                                if n == PANIC_AT {
-                                    panic!("injected fsync panic");
-                                }
-                                Ok(())
-                            })
+                            log.commit(lsn, || fsync_panicking_at(&fsyncs, PANIC_AT))
                         }));
-                        match result {
-                            Err(_) => {
-                                seen.panicked += 1;
-                                failed = true;
-                            }
-                            Ok(Ok(())) => seen.ok_after_failure += u64::from(poisoned || failed),
-                            Ok(Err(error)) => {
-                                seen.errors.push(error);
-                                failed = true;
-                            }
-                        }
+                        failed |= seen.record(result, poisoned || failed);
                         if failed && seen.errors.len() as u64 >= CALLS_AFTER {
                             break;
                         }
@@ -430,26 +439,9 @@ fn panicking_fsync_closure_drop_in_front_end() {
                     for _ in 0..RECORDS {
                         let poisoned = manager.failure().is_some();
                         let result = catch_unwind(AssertUnwindSafe(|| {
-                            manager.fsync(|| {
-                                let n = fsyncs.fetch_add(1, Ordering::SeqCst);
-                                std::thread::sleep(Duration::from_micros(100));
-                                if n == PANIC_AT {
-                                    panic!("injected fsync panic");
-                                }
-                                Ok(())
-                            })
+                            manager.fsync(|| fsync_panicking_at(&fsyncs, PANIC_AT))
                         }));
-                        match result {
-                            Err(_) => {
-                                seen.panicked += 1;
-                                failed = true;
-                            }
-                            Ok(Ok(())) => seen.ok_after_failure += u64::from(poisoned || failed),
-                            Ok(Err(error)) => {
-                                seen.errors.push(error);
-                                failed = true;
-                            }
-                        }
+                        failed |= seen.record(result, poisoned || failed);
                         if failed && seen.errors.len() as u64 >= CALLS_AFTER {
                             break;
                         }
