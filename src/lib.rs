@@ -60,6 +60,7 @@ mod error;
 mod lsn;
 mod manager;
 mod protocol;
+mod slot;
 mod stats;
 mod sync;
 #[cfg(feature = "trace")]
@@ -71,7 +72,7 @@ pub use config::{
 pub use error::{ConfigError, Failure};
 pub use lsn::GroupCommit;
 pub use manager::FsyncManager;
-pub use stats::Stats;
+pub use stats::{InFlight, Stats};
 #[cfg(any(feature = "loom", feature = "shuttle"))]
 pub use sync::{fired_choices, within_model, FiredChoices, ModelChoices};
 

@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::error::Failure;
 use crate::protocol::Protocol;
-use crate::stats::Stats;
+use crate::stats::{InFlight, Stats};
 use std::io;
 
 /// Coalesces fsyncs from many threads: the API of the reference `FsyncManager`, on this
@@ -144,6 +144,12 @@ impl FsyncManager {
     /// A consistent snapshot of every counter.
     pub fn stats(&self) -> Stats {
         self.protocol.stats()
+    }
+
+    /// The fsync running right now, if any: its age and who waits on it. Answers at
+    /// once, even while that fsync hangs (see [`InFlight`] for a watchdog).
+    pub fn fsync_in_flight(&self) -> Option<InFlight> {
+        self.protocol.in_flight()
     }
 
     /// The failure that poisoned the manager, if one has.

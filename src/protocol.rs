@@ -6,22 +6,27 @@
 //!
 //! Invariants, all kept under `state`'s lock:
 //! - at most one fsync runs at a time: only the leader runs one, and only a caller that
-//!   finds `Phase::Idle` becomes leader;
+//!   finds `Phase::Idle`, or is handed the lead in `Phase::HandingOff`, becomes leader;
 //! - `durable` only grows, and only to the target of a completed, successful fsync,
 //!   read from `written` just before that fsync started;
 //! - once `failure` is set it stays set; every call that arrives after it, and every
 //!   waiter the failed fsync (or one after it) would have served, gets its error. Only a
 //!   waiter already served by an earlier, successful fsync may still return `Ok`;
-//! - a waiter always has a way out without its timeout: its fsync is running and will
-//!   wake it, or a leader is gathering for it, or the phase is `Idle` and a hand-off
-//!   (a `notify_one` on its group) is on its way.
+//! - a waiter's slot is in exactly one list (`riders`, `next_group`) until whoever
+//!   decides its outcome takes it off, and then it is signalled exactly once;
+//! - a waiter always has a way out without its timeout: its slot is in `riders` (the
+//!   running fsync will signal it), or in `next_group` while a leader gathers or is
+//!   being handed the lead (`Idle` never has a next group).
 
 use crate::config::{Config, Gathering};
 use crate::error::{invalid_input, Failure};
-use crate::stats::Stats;
-use crate::sync::{AtomicBool, AtomicU64, Condvar, Instant, Mutex, MutexGuard, Ordering, WaitKind};
+use crate::slot::{Signal, Slot};
+use crate::stats::{InFlight, Stats};
+use crate::sync::{leading, AtomicBool, AtomicU64, Condvar, Instant, Mutex, MutexGuard};
+use crate::sync::{Ordering, WaitKind};
 use std::io;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[cfg(feature = "trace")]
@@ -42,6 +47,9 @@ macro_rules! step {
 pub(crate) enum Phase {
     /// Nobody leads. The first caller to see this becomes the leader.
     Idle,
+    /// A finished leader has chosen the next leader from the next group and is waking
+    /// it; everybody else waits, so the lead cannot be lost or stolen.
+    HandingOff,
     /// A leader exists and is waiting for companions before its fsync.
     Gathering,
     /// The leader's fsync is running; it covers every LSN up to `target`.
@@ -52,11 +60,8 @@ pub(crate) enum Phase {
 enum Next {
     Return(io::Result<()>),
     Lead,
-    /// Sleep until the fsync numbered `generation` has finished (or a wake-up says to
-    /// look again).
-    Wait {
-        generation: u64,
-    },
+    /// Sleep on this slot, which is in the list of the fsync that will serve the caller.
+    Wait(Arc<Slot>),
 }
 
 struct State {
@@ -67,10 +72,10 @@ struct State {
     phase: Phase,
     /// fsyncs started so far; the one in flight, if any, has this number.
     started: u64,
-    /// Waiters the fsync in flight will serve.
-    riders: u64,
-    /// Waiters for the fsync after it: the companions of the next leader.
-    next_group: u64,
+    /// The slots of the waiters the fsync in flight will serve, oldest first.
+    riders: Vec<Arc<Slot>>,
+    /// The slots of the waiters for the fsync after it, oldest first.
+    next_group: Vec<Arc<Slot>>,
     failure: Option<Failure>,
     /// Companions a gathering leader waits for.
     gather_until: u64,
@@ -79,40 +84,57 @@ struct State {
     recently_active: u64,
     /// How long the last fsync took; adaptive gathering waits at most half of it.
     last_fsync_time: Duration,
+    /// Adaptive gathering's memory of whether waiting paid.
+    adaptive: AdaptiveMemory,
+    /// When the fsync in flight started.
+    fsync_began: Option<Instant>,
     stats: Stats,
 }
 
+/// Whether adaptive gathering has been paying: after a gather that did not, the next
+/// `skip` leaders start at once, and each further miss doubles the pause (up to 256).
+#[derive(Clone, Copy, Debug, Default)]
+struct AdaptiveMemory {
+    skip: u32,
+    pause: u32,
+}
+
 impl State {
-    /// The fsync that will serve `lsn`: the one in flight if its target covers `lsn`,
-    /// otherwise the next one (whose target, read from `written` when it starts, will).
-    fn generation_for(&self, lsn: u64) -> u64 {
-        match self.phase {
-            Phase::Syncing { target } if lsn <= target => self.started,
-            _ => self.started + 1,
+    fn new() -> Self {
+        State {
+            written: 0,
+            durable: 0,
+            phase: Phase::Idle,
+            started: 0,
+            riders: Vec::new(),
+            next_group: Vec::new(),
+            failure: None,
+            gather_until: 0,
+            recently_active: 0,
+            last_fsync_time: Duration::ZERO,
+            adaptive: AdaptiveMemory::default(),
+            fsync_began: None,
+            stats: Stats::default(),
         }
     }
 
-    /// The decision every critical section of a caller ends with. `waited` says
-    /// whether the caller is a waiter rechecking (rather than a call arriving): a waiter
-    /// whose fsync succeeded was served, even if a later fsync has failed since, while
-    /// a call that arrives after a failure is refused whatever its LSN.
-    fn decide(&self, lsn: u64, waited: bool) -> Next {
-        let served = lsn <= self.durable;
-        if served && waited {
-            return Next::Return(Ok(()));
-        }
+    /// The decision every critical section of an arriving caller ends with: a call that
+    /// arrives after a failure is refused whatever its LSN.
+    fn decide(&self, lsn: u64) -> Next {
         if let Some(failure) = &self.failure {
             return Next::Return(Err(failure.to_io_error()));
         }
-        if served {
+        if lsn <= self.durable {
             return Next::Return(Ok(()));
         }
         match self.phase {
             Phase::Idle => Next::Lead,
-            _ => Next::Wait {
-                generation: self.generation_for(lsn),
-            },
+            _ => Next::Wait(Arc::new(Slot::new(Instant::now()))),
         }
+    }
+
+    fn waiting(&self) -> u64 {
+        (self.riders.len() + self.next_group.len()) as u64
     }
 
     #[cfg(feature = "trace")]
@@ -122,8 +144,8 @@ impl State {
             durable: self.durable,
             phase: self.phase,
             started: self.started,
-            riders: self.riders,
-            next_group: self.next_group,
+            riders: self.riders.len() as u64,
+            next_group: self.next_group.len() as u64,
             failed: self.failure.is_some(),
             gather_until: self.gather_until,
             recently_active: self.recently_active,
@@ -131,13 +153,9 @@ impl State {
     }
 }
 
-/// The protocol's shared state. Both front ends wrap one of these.
+/// The protocol's shared state. Every front end wraps one of these.
 pub(crate) struct Protocol {
     state: Mutex<State>,
-    /// Waiters sleep on the condvar of the fsync that will serve them, chosen by the
-    /// parity of its number: the riders of the fsync in flight on one, the next group on
-    /// the other, so a finished fsync wakes only whom it served, plus one next leader.
-    groups: [Condvar; 2],
     /// A gathering leader sleeps here until enough companions have arrived.
     gatherer: Condvar,
     /// `State::durable`, published for callers that are already covered.
@@ -152,20 +170,7 @@ pub(crate) struct Protocol {
 impl Protocol {
     pub(crate) fn new(config: Config) -> Self {
         Protocol {
-            state: Mutex::new(State {
-                written: 0,
-                durable: 0,
-                phase: Phase::Idle,
-                started: 0,
-                riders: 0,
-                next_group: 0,
-                failure: None,
-                gather_until: 0,
-                recently_active: 0,
-                last_fsync_time: Duration::ZERO,
-                stats: Stats::default(),
-            }),
-            groups: [Condvar::new(), Condvar::new()],
+            state: Mutex::new(State::new()),
             gatherer: Condvar::new(),
             durable: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
@@ -180,6 +185,9 @@ impl Protocol {
 
     /// LSN front end: the log has written everything up to `lsn`.
     pub(crate) fn mark_written(&self, lsn: u64) -> io::Result<()> {
+        if lsn == u64::MAX {
+            return Err(reserved_lsn("mark"));
+        }
         let mut st = self.state.lock();
         if lsn < st.written {
             return Err(invalid_input(format!(
@@ -193,7 +201,7 @@ impl Protocol {
     }
 
     /// LSN front end: returns once `lsn` is durable, running `do_fsync` if this caller
-    /// has to lead.
+    /// has to lead. A waiter served by another's fsync takes the lock once.
     pub(crate) fn commit<F>(&self, lsn: u64, do_fsync: F) -> io::Result<()>
     where
         F: FnOnce() -> io::Result<()>,
@@ -203,12 +211,12 @@ impl Protocol {
         }
         let mut st = self.state.lock();
         st.stats.requests += 1;
-        if lsn > st.written {
+        let refused = self
+            .refuse_reentry()
+            .and_then(|()| check_commit_lsn(lsn, st.written));
+        if let Err(error) = refused {
             st.stats.failed_requests += 1;
-            return Err(invalid_input(format!(
-                "LSN {lsn} is beyond the written LSN {}",
-                st.written
-            )));
+            return Err(error);
         }
         self.request(st, lsn, do_fsync)
     }
@@ -221,6 +229,10 @@ impl Protocol {
     {
         let mut st = self.state.lock();
         st.stats.requests += 1;
+        if let Err(error) = self.refuse_reentry() {
+            st.stats.failed_requests += 1;
+            return Err(error);
+        }
         // Each call is a write of its own: its LSN is its place in the arrival order.
         st.written += 1;
         let lsn = st.written;
@@ -230,106 +242,123 @@ impl Protocol {
 
     /// `FastPath`: an LSN that is already durable needs neither the lock nor an fsync.
     fn already_durable(&self, lsn: u64) -> bool {
-        let covered =
-            !self.poisoned.load(Ordering::Acquire) && lsn <= self.durable.load(Ordering::Acquire);
+        let covered = lsn != 0
+            && !self.poisoned.load(Ordering::Acquire)
+            && lsn <= self.durable.load(Ordering::Acquire);
         if covered {
             self.lock_free_returns.fetch_add(1, Ordering::Relaxed);
         }
         covered
     }
 
+    /// `RefuseReentry`: a call from inside this manager's own fsync closure, on the
+    /// leader's thread, would wait for the fsync it is part of. It is refused (and
+    /// counted as a failed request) without poisoning anything: the outer fsync goes on.
+    fn refuse_reentry(&self) -> io::Result<()> {
+        if leading::contains(self.id()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "re-entrant call: this thread is running this manager's fsync closure, \
+                 and the call would wait for that fsync to finish (a deadlock)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn id(&self) -> usize {
+        self as *const Self as usize
+    }
+
     fn request<F>(&self, mut st: MutexGuard<'_, State>, lsn: u64, do_fsync: F) -> io::Result<()>
     where
         F: FnOnce() -> io::Result<()>,
     {
-        let mut next = self.arrive(&mut st, lsn);
-        let mut blocked_since: Option<Instant> = None;
-        let mut deadline: Option<Option<Instant>> = None;
-        loop {
-            match next {
-                Next::Return(result) => {
-                    Self::note_wait(&mut st, blocked_since);
-                    step!(st, "Return", lsn);
-                    return result;
-                }
-                Next::Lead => {
-                    Self::note_wait(&mut st, blocked_since);
-                    return self.lead(st, lsn, do_fsync);
-                }
-                Next::Wait { generation } => {
-                    let since = *blocked_since.get_or_insert_with(Instant::now);
-                    let until = *deadline
-                        .get_or_insert_with(|| since.checked_add(self.config.waiter_timeout()));
-                    step!(st, "Wait", lsn);
-                    let timed_out;
-                    (st, timed_out) = self.wait(st, generation, until);
-                    if timed_out {
-                        st.stats.timeouts += 1;
-                        deadline = Some(Instant::now().checked_add(self.config.waiter_timeout()));
-                        step!(st, "Timeout", lsn);
-                    } else {
-                        step!(st, "Wake", lsn);
-                    }
-                    next = self.recheck(&mut st, lsn);
-                }
+        match self.arrive(&mut st, lsn) {
+            Next::Return(result) => {
+                step!(st, "Return", lsn);
+                result
+            }
+            Next::Lead => self.lead(st, lsn, do_fsync),
+            Next::Wait(slot) => {
+                step!(st, "Wait", lsn);
+                drop(st);
+                self.await_signal(&slot, lsn, do_fsync)
             }
         }
     }
 
     /// `Arrive`: the first critical section of a call.
     fn arrive(&self, st: &mut State, lsn: u64) -> Next {
-        let next = st.decide(lsn, false);
+        let next = st.decide(lsn);
         match &next {
             Next::Return(Ok(())) => st.stats.already_durable += 1,
             Next::Return(Err(_)) => st.stats.failed_requests += 1,
-            Next::Wait { generation } => self.join_group(st, *generation),
+            Next::Wait(slot) => self.join_group(st, lsn, slot),
             Next::Lead => {}
         }
         step!(st, "Arrive", lsn);
         next
     }
 
-    /// `JoinGroup`: count the caller in the group of the fsync that will serve it, and
-    /// wake a gathering leader once it has the companions it waits for.
-    fn join_group(&self, st: &mut State, generation: u64) {
-        if generation == st.started {
-            st.riders += 1;
-        } else {
-            st.next_group += 1;
-            if st.phase == Phase::Gathering && st.next_group == st.gather_until {
-                self.gatherer.notify_one();
+    /// `JoinGroup`: put the caller's slot in the list of the fsync that will serve it
+    /// (the one in flight if its target covers `lsn`, otherwise the next), and wake a
+    /// gathering leader once it has the companions it waits for.
+    fn join_group(&self, st: &mut State, lsn: u64, slot: &Arc<Slot>) {
+        match st.phase {
+            Phase::Syncing { target } if lsn <= target => st.riders.push(Arc::clone(slot)),
+            _ => {
+                st.next_group.push(Arc::clone(slot));
+                if st.phase == Phase::Gathering && st.next_group.len() as u64 == st.gather_until {
+                    self.gatherer.notify_one();
+                }
             }
         }
     }
 
-    /// `Wait`, ended by `Wake` (a notify, or a spurious wake-up) or `Timeout`.
-    fn wait<'a>(
-        &self,
-        st: MutexGuard<'a, State>,
-        generation: u64,
-        deadline: Option<Instant>,
-    ) -> (MutexGuard<'a, State>, bool) {
-        let group = &self.groups[(generation % 2) as usize];
-        match deadline {
-            Some(deadline) => group.wait_until(st, deadline, WaitKind::Waiter),
-            // A timeout too long to represent: wait without one.
-            None => (group.wait(st), false),
+    /// `Wait` on the caller's own slot, ended by its signal (`WakeServed`, `WakeFailed`,
+    /// `TakeLead`) or by `Timeout`. Only a timeout or the lead takes the lock again.
+    fn await_signal<F>(&self, slot: &Arc<Slot>, lsn: u64, do_fsync: F) -> io::Result<()>
+    where
+        F: FnOnce() -> io::Result<()>,
+    {
+        let timeout = self.config.waiter_timeout();
+        let mut deadline = slot.since.checked_add(timeout);
+        loop {
+            match slot.wait(deadline) {
+                Some(Signal::Served) => return Ok(()),
+                Some(Signal::Failed(failure)) => return Err(failure.to_io_error()),
+                Some(Signal::Lead) => {
+                    let st = self.state.lock();
+                    step!(st, "TakeLead", lsn);
+                    return self.lead(st, lsn, do_fsync);
+                }
+                None => {
+                    let mut st = self.state.lock();
+                    if self.timeout(&mut st, slot, lsn) {
+                        return self.lead(st, lsn, do_fsync);
+                    }
+                    drop(st);
+                    // A fresh deadline: a waiter whose timeout passed sleeps as before.
+                    deadline = Instant::now().checked_add(timeout);
+                }
+            }
         }
     }
 
-    /// `Recheck`: a waiter that woke, for whatever reason, looks at the state again. It
-    /// stays in its group unless it leaves (served, failed) or takes the lead; a
-    /// spurious wake-up or a timeout therefore changes nothing while somebody leads.
-    fn recheck(&self, st: &mut State, lsn: u64) -> Next {
-        let next = st.decide(lsn, true);
-        match &next {
-            // Counted as served by the leader that covered it, or failed by `poison`.
-            Next::Return(_) => {}
-            Next::Lead => st.next_group -= 1,
-            Next::Wait { .. } => {}
+    /// `Timeout`: the safety net. The waiter counts the expiry and checks, on its own,
+    /// that somebody will signal it: a slot still in the next group while nobody leads
+    /// or is being handed the lead is orphaned, and its owner leads (within the
+    /// protocol, so never beside another fsync). Returns whether it leads.
+    fn timeout(&self, st: &mut State, slot: &Arc<Slot>, lsn: u64) -> bool {
+        st.stats.timeouts += 1;
+        let orphaned = st.phase == Phase::Idle
+            && st.failure.is_none()
+            && st.next_group.iter().any(|s| Arc::ptr_eq(s, slot));
+        if orphaned {
+            st.next_group.retain(|s| !Arc::ptr_eq(s, slot));
         }
-        step!(st, "Recheck", lsn);
-        next
+        step!(st, "Timeout", lsn);
+        orphaned
     }
 
     /// `BecomeLeader`, then `Gather` when it applies, `StartFsync`, `RunFsync` and
@@ -340,38 +369,46 @@ impl Protocol {
     {
         st.phase = Phase::Gathering;
         step!(st, "BecomeLeader", lsn);
-        if let Some((companions, longest)) = self.gathering_plan(&st) {
+        if let Some((companions, longest)) = self.gathering_plan(&mut st) {
             st = self.gather(st, companions, longest);
             step!(st, "Gather", lsn);
         }
-        let (generation, target) = self.start_fsync(&mut st);
+        let target = self.start_fsync(&mut st);
         step!(st, "StartFsync", lsn);
         drop(st);
 
         let began = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(do_fsync));
+        let outcome = {
+            let _leading = leading::enter(self.id());
+            catch_unwind(AssertUnwindSafe(do_fsync))
+        };
         let took = began.elapsed();
 
-        self.finish_fsync(generation, target, outcome, took, lsn)
+        self.finish_fsync(target, outcome, took, lsn)
     }
 
     /// How many companions a new leader waits for, and for how long at most; `None`
     /// when it should start its fsync at once.
-    fn gathering_plan(&self, st: &State) -> Option<(u64, Duration)> {
+    fn gathering_plan(&self, st: &mut State) -> Option<(u64, Duration)> {
         let (companions, longest) = match self.config.gathering() {
             Gathering::Off => return None,
             // A lone leader does not wait: nobody is there to gather with (F8).
-            Gathering::Fixed { .. } if st.next_group == 0 => return None,
+            Gathering::Fixed { .. } if st.next_group.is_empty() => return None,
             Gathering::Fixed {
                 threshold,
                 interval,
             } => (threshold as u64, interval),
+            Gathering::Adaptive { .. } if st.adaptive.skip > 0 => {
+                st.adaptive.skip -= 1;
+                return None;
+            }
             Gathering::Adaptive { max_wait } => (
                 st.recently_active.saturating_sub(1),
                 max_wait.min(st.last_fsync_time / 2),
             ),
         };
-        (st.next_group < companions && !longest.is_zero()).then_some((companions, longest))
+        ((st.next_group.len() as u64) < companions && !longest.is_zero())
+            .then_some((companions, longest))
     }
 
     /// `Gather`: wait, for at most `longest`, until `companions` callers wait for the
@@ -383,10 +420,11 @@ impl Protocol {
         longest: Duration,
     ) -> MutexGuard<'a, State> {
         st.gather_until = companions;
+        let before = st.next_group.len() as u64;
         let began = Instant::now();
         match began.checked_add(longest) {
             Some(deadline) => {
-                while st.next_group < companions {
+                while (st.next_group.len() as u64) < companions {
                     let timed_out;
                     (st, timed_out) = self.gatherer.wait_until(st, deadline, WaitKind::Gather);
                     if timed_out {
@@ -395,32 +433,55 @@ impl Protocol {
                 }
             }
             None => {
-                while st.next_group < companions {
+                while (st.next_group.len() as u64) < companions {
                     st = self.gatherer.wait(st);
                 }
             }
         }
-        Self::note_wait(&mut st, Some(began));
+        let waited = began.elapsed();
+        st.stats.longest_wait = st.stats.longest_wait.max(waited);
+        if matches!(self.config.gathering(), Gathering::Adaptive { .. }) {
+            let gained = st.next_group.len() as u64 - before;
+            Self::judge_gather(&mut st, before + 1, gained, waited);
+        }
         st
+    }
+
+    /// Adaptive gathering's verdict on the wait just made: it paid if the group grew by a
+    /// larger share than the cycle did, `gained / group > waited / fsync`; that is, if
+    /// more callers per second were served than had the fsync started at once.
+    fn judge_gather(st: &mut State, group: u64, gained: u64, waited: Duration) {
+        let fsync = st.last_fsync_time.as_nanos().max(1);
+        let paid = u128::from(gained) * fsync > u128::from(group) * waited.as_nanos();
+        st.adaptive.pause = if paid {
+            0
+        } else {
+            (st.adaptive.pause * 2).clamp(1, 256)
+        };
+        st.adaptive.skip = st.adaptive.pause;
     }
 
     /// `StartFsync`: fix the target before the fsync starts, so it covers exactly what
     /// was written by then; the next group becomes this fsync's riders.
-    fn start_fsync(&self, st: &mut State) -> (u64, u64) {
+    fn start_fsync(&self, st: &mut State) -> u64 {
         st.started += 1;
         let target = st.written;
         st.phase = Phase::Syncing { target };
-        st.riders = st.next_group;
-        st.next_group = 0;
+        debug_assert!(
+            st.riders.is_empty(),
+            "riders of a finished fsync left behind"
+        );
+        std::mem::swap(&mut st.riders, &mut st.next_group);
+        st.fsync_began = Some(Instant::now());
         st.stats.fsyncs += 1;
-        (st.started, target)
+        target
     }
 
-    /// `FinishFsync`: record the outcome before anybody else can start an fsync, then
-    /// wake whom it concerns (`WakeRiders`, `HandOff`).
+    /// `FinishFsync`: record the outcome before anybody else can start an fsync, and
+    /// take off the lists whom it concerns; then, outside the lock, `HandOff` to the
+    /// oldest caller of the next group and `WakeRiders`, each through its own slot.
     fn finish_fsync(
         &self,
-        generation: u64,
         target: u64,
         outcome: std::thread::Result<io::Result<()>>,
         took: Duration,
@@ -429,72 +490,78 @@ impl Protocol {
         let mut st = self.state.lock();
         st.stats.fsync_time += took;
         st.last_fsync_time = took;
+        st.fsync_began = None;
         match outcome {
             Ok(Ok(())) => {
                 // Targets grow with `written`, so this only ever raises `durable`.
                 st.durable = target;
                 self.durable.store(target, Ordering::Release);
-                let served = st.riders + 1;
-                st.riders = 0;
+                let riders = std::mem::take(&mut st.riders);
+                let served = riders.len() as u64 + 1;
                 st.stats.served += served;
                 st.stats.largest_group = st.stats.largest_group.max(served);
                 if served > 1 {
                     st.stats.group_commits += 1;
                 }
-                st.recently_active = served + st.next_group;
-                st.phase = Phase::Idle;
-                step!(st, "FinishFsync", lsn);
-                if served > 1 {
-                    self.wake_riders(generation);
+                st.recently_active = served + st.next_group.len() as u64;
+                let next_leader = if st.next_group.is_empty() {
+                    st.phase = Phase::Idle;
+                    None
+                } else {
+                    st.phase = Phase::HandingOff;
+                    Some(st.next_group.remove(0))
+                };
+                let oldest = riders.first().into_iter().chain(next_leader.as_ref());
+                if let Some(since) = oldest.map(|slot| slot.since).min() {
+                    st.stats.longest_wait = st.stats.longest_wait.max(since.elapsed());
                 }
-                if st.next_group > 0 {
-                    self.hand_off(generation + 1);
+                step!(st, "FinishFsync", lsn);
+                drop(st);
+                if let Some(next_leader) = next_leader {
+                    next_leader.signal(Signal::Lead);
+                }
+                for rider in riders {
+                    rider.signal(Signal::Served);
                 }
                 Ok(())
             }
             Ok(Err(error)) => {
-                self.poison(&mut st, Failure::from_error(&error));
+                let (failure, unserved) = self.poison(&mut st, Failure::from_error(&error));
                 step!(st, "FailFsync", lsn);
+                drop(st);
+                Self::wake_failed(unserved, &failure);
                 Err(error)
             }
             Err(panic) => {
-                self.poison(&mut st, Failure::from_panic());
+                let (failure, unserved) = self.poison(&mut st, Failure::from_panic());
                 step!(st, "PanicFsync", lsn);
                 drop(st);
+                Self::wake_failed(unserved, &failure);
                 resume_unwind(panic)
             }
         }
     }
 
-    /// `WakeRiders`: `notify_all` on the group the finished fsync served.
-    fn wake_riders(&self, generation: u64) {
-        self.groups[(generation % 2) as usize].notify_all();
-    }
-
-    /// `HandOff`: the phase is `Idle` (set under the lock), so whichever waiter of the
-    /// next group wakes first leads; `notify_one` makes sure one wakes.
-    fn hand_off(&self, generation: u64) {
-        self.groups[(generation % 2) as usize].notify_one();
-    }
-
-    /// A failed or panicked fsync poisons the manager before anyone else can start one,
-    /// and every waiter is woken to fail.
-    fn poison(&self, st: &mut State, failure: Failure) {
-        st.failure = Some(failure);
+    /// A failed or panicked fsync poisons the manager before anyone else can start one;
+    /// every waiter is taken off the lists, to be told the failure.
+    fn poison(&self, st: &mut State, failure: Failure) -> (Failure, Vec<Arc<Slot>>) {
+        st.failure = Some(failure.clone());
         self.poisoned.store(true, Ordering::Release);
-        st.stats.failed_fsyncs += 1;
-        st.stats.failed_requests += 1 + st.riders + st.next_group;
-        st.riders = 0;
-        st.next_group = 0;
-        st.phase = Phase::Idle;
-        for group in &self.groups {
-            group.notify_all();
+        let mut unserved = std::mem::take(&mut st.riders);
+        unserved.append(&mut st.next_group);
+        if let Some(since) = unserved.first().map(|slot| slot.since) {
+            st.stats.longest_wait = st.stats.longest_wait.max(since.elapsed());
         }
+        st.stats.failed_fsyncs += 1;
+        st.stats.failed_requests += 1 + unserved.len() as u64;
+        st.phase = Phase::Idle;
+        (failure, unserved)
     }
 
-    fn note_wait(st: &mut State, blocked_since: Option<Instant>) {
-        if let Some(since) = blocked_since {
-            st.stats.longest_wait = st.stats.longest_wait.max(since.elapsed());
+    /// `WakeFailed`: each waiter the failure left unserved is told it.
+    fn wake_failed(unserved: Vec<Arc<Slot>>, failure: &Failure) {
+        for slot in unserved {
+            slot.signal(Signal::Failed(failure.clone()));
         }
     }
 
@@ -504,8 +571,25 @@ impl Protocol {
         let lock_free = self.lock_free_returns.load(Ordering::Relaxed);
         stats.requests += lock_free;
         stats.already_durable += lock_free;
-        stats.waiting = st.riders + st.next_group;
+        stats.waiting = st.waiting();
         stats
+    }
+
+    /// The fsync running now, if any: how long it has run and who waits. Takes the lock,
+    /// which no fsync holds, so it answers even while an fsync hangs.
+    pub(crate) fn in_flight(&self) -> Option<InFlight> {
+        let st = self.state.lock();
+        let began = st.fsync_began?;
+        let target = match st.phase {
+            Phase::Syncing { target } => target,
+            _ => st.written,
+        };
+        Some(InFlight {
+            age: began.elapsed(),
+            riders: st.riders.len() as u64,
+            waiting: st.waiting(),
+            target,
+        })
     }
 
     pub(crate) fn durable_lsn(&self) -> u64 {
@@ -523,10 +607,66 @@ impl Protocol {
     /// Wakes every sleeping caller without changing any state: what a spurious wake-up
     /// does. For tests.
     pub(crate) fn wake_everyone_spuriously(&self) {
-        let _st = self.state.lock();
-        for group in &self.groups {
-            group.notify_all();
+        let st = self.state.lock();
+        for slot in st.riders.iter().chain(&st.next_group) {
+            slot.nudge();
         }
         self.gatherer.notify_all();
+    }
+}
+
+/// LSN 0 names no record: an LSN is a record's end offset, and every log starts at 0,
+/// so a commit of 0 is an LSN that was never set. `u64::MAX` is reserved (no file
+/// reaches it), so that "one past" a real LSN always exists.
+/// An LSN beyond `written` was never marked written, so no fsync could cover it.
+fn check_commit_lsn(lsn: u64, written: u64) -> io::Result<()> {
+    match lsn {
+        0 => Err(invalid_input(
+            "cannot commit LSN 0: an LSN is the end offset of a record, and no record ends at 0"
+                .to_owned(),
+        )),
+        u64::MAX => Err(reserved_lsn("commit")),
+        _ if lsn > written => Err(invalid_input(format!(
+            "LSN {lsn} is beyond the written LSN {written}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn reserved_lsn(what: &str) -> io::Error {
+    invalid_input(format!(
+        "cannot {what} LSN u64::MAX: it is reserved (no file reaches it)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_after_fsync(took: Duration) -> State {
+        let mut st = State::new();
+        st.last_fsync_time = took;
+        st
+    }
+
+    /// A gather pays when the group grows by a larger share than the cycle:
+    /// 4 callers gained on 4 in 10 µs of a 100 µs fsync does; 1 gained on 60 in 50 µs
+    /// (the CPU-bound regime) does not, and the pause doubles with each miss, to 256.
+    #[test]
+    fn adaptive_gathering_stops_when_waiting_does_not_pay() {
+        let us = Duration::from_micros;
+        let mut st = state_after_fsync(us(100));
+        Protocol::judge_gather(&mut st, 4, 4, us(10));
+        assert_eq!((st.adaptive.skip, st.adaptive.pause), (0, 0));
+        let mut pauses = Vec::new();
+        for _ in 0..10 {
+            Protocol::judge_gather(&mut st, 60, 1, us(50));
+            pauses.push(st.adaptive.pause);
+        }
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 64, 128, 256, 256]);
+        assert_eq!(st.adaptive.skip, 256);
+        // One gather that pays again ends the pause.
+        Protocol::judge_gather(&mut st, 2, 2, us(1));
+        assert_eq!((st.adaptive.skip, st.adaptive.pause), (0, 0));
     }
 }

@@ -66,3 +66,44 @@ impl Stats {
         }
     }
 }
+
+/// The fsync running right now, from `fsync_in_flight()`: what a watchdog needs to see
+/// that a device has stopped answering.
+///
+/// An fsync that never returns stalls every caller it was to serve, by design: nothing
+/// may be acknowledged without it. This reports it without waiting on it.
+///
+/// # Examples
+///
+/// A watchdog thread that warns once the fsync in flight has run for over a second:
+///
+/// ```
+/// use group_commit::FsyncManager;
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// fn watch(manager: Arc<FsyncManager>, threshold: Duration) {
+///     std::thread::spawn(move || loop {
+///         if let Some(fsync) = manager.fsync_in_flight() {
+///             if fsync.age > threshold {
+///                 eprintln!("fsync stuck for {:?}; {} callers wait", fsync.age, fsync.waiting);
+///             }
+///         }
+///         std::thread::sleep(threshold / 4);
+///     });
+/// }
+/// watch(Arc::new(FsyncManager::new(0, 0)), Duration::from_secs(1));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InFlight {
+    /// How long the fsync has been running.
+    pub age: Duration,
+    /// Callers it will serve when it succeeds (its leader not counted).
+    pub riders: u64,
+    /// Every caller blocked behind it: its riders and the group waiting for the next.
+    pub waiting: u64,
+    /// The LSN it covers (for `FsyncManager`, the number of calls that arrived before
+    /// it started).
+    pub target: u64,
+}

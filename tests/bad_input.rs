@@ -231,18 +231,11 @@ fn commit_beyond_the_written_lsn_is_refused() {
     assert_eq!(log.stats().failed_requests, 3);
     assert_eq!(log.stats().fsyncs, 0);
     log.commit(100, || Ok(())).unwrap();
-    // LSN 0 is always durable: no fsync.
-    log.commit(0, || unreachable!()).unwrap();
+    // LSN 0 names no record: refused even once something is durable.
+    let error = log.commit(0, || unreachable!()).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
     assert_eq!(log.stats().fsyncs, 1);
-}
-
-#[test]
-fn extreme_lsns_are_fine() {
-    let log = GroupCommit::new(Config::default());
-    log.mark_written(u64::MAX).unwrap();
-    log.commit(u64::MAX, || Ok(())).unwrap();
-    assert_eq!(log.durable_lsn(), u64::MAX);
-    log.commit(u64::MAX, || unreachable!()).unwrap();
+    assert_eq!(log.stats().failed_requests, 4);
 }
 
 /// Bad commits from some threads while others commit properly: the bad ones get
@@ -496,4 +489,211 @@ fn wal_refuses_bad_records_and_lsns() {
     let recovered = log::scan(&device.contents()).records;
     assert_eq!(recovered.len(), 3);
     assert_eq!(recovered[2].payload, b"");
+}
+
+/// How long a misuse may take to be refused: a hang without the re-entrancy check, a few
+/// microseconds with it.
+const REFUSED_WITHIN: Duration = Duration::from_secs(1);
+
+/// What one misuse case did: the error the misuse got, and whether the outer call (if
+/// any) still returned `Ok` with the manager unpoisoned.
+struct Misused {
+    error: io::Error,
+    outer_ok: bool,
+}
+
+/// Re-entrant calls through the closure front end: the inner call's error, and the
+/// outer call's outcome when its closure then syncs and returns `Ok`.
+fn manager_within_its_own_fsync() -> Misused {
+    let m = Arc::new(FsyncManager::new(0, 0));
+    let mut inner = None;
+    let outer = m.fsync(|| {
+        inner = Some(m.fsync(|| unreachable!("a re-entrant call never runs an fsync")));
+        Ok(())
+    });
+    Misused {
+        error: inner.expect("the closure ran").unwrap_err(),
+        outer_ok: outer.is_ok() && m.failure().is_none(),
+    }
+}
+
+/// The issue's own example: mark a new LSN (allowed: it does not wait), then commit it.
+fn group_commit_within_its_own_fsync() -> Misused {
+    let g = GroupCommit::new(Config::default());
+    g.mark_written(10).unwrap();
+    let mut inner = None;
+    let outer = g.commit(10, || {
+        g.mark_written(20)?;
+        inner = Some(g.commit(20, || unreachable!("a re-entrant call never runs an fsync")));
+        Ok(())
+    });
+    Misused {
+        error: inner.expect("the closure ran").unwrap_err(),
+        outer_ok: outer.is_ok() && g.failure().is_none() && g.durable_lsn() == 10,
+    }
+}
+
+/// Manager A's closure calls B, whose closure (on the same thread, B's leader) calls A.
+fn a_calls_b_calls_a() -> Misused {
+    let a = FsyncManager::new(0, 0);
+    let b = FsyncManager::new(0, 0);
+    let mut inner = None;
+    let outer = a.fsync(|| {
+        b.fsync(|| {
+            inner = Some(a.fsync(|| unreachable!("a re-entrant call never runs an fsync")));
+            Ok(())
+        })
+    });
+    Misused {
+        error: inner.expect("the closure ran").unwrap_err(),
+        outer_ok: outer.is_ok() && a.failure().is_none() && b.failure().is_none(),
+    }
+}
+
+/// A closure that passes the refusal on fails its own fsync: the manager is poisoned
+/// with that error, as by any failed fsync (its waiters' data was not synced).
+fn error_passed_on_fails_the_fsync() -> Misused {
+    let m = FsyncManager::new(0, 0);
+    let outer = m.fsync(|| m.fsync(|| Ok(())));
+    let error = outer.unwrap_err();
+    let poisoned_with_it = m
+        .failure()
+        .is_some_and(|f| f.kind() == io::ErrorKind::InvalidInput);
+    Misused {
+        error,
+        outer_ok: !poisoned_with_it,
+    }
+}
+
+fn commit_lsn_zero() -> Misused {
+    let g = GroupCommit::new(Config::default());
+    let error = g
+        .commit(0, || unreachable!("no fsync for LSN 0"))
+        .unwrap_err();
+    Misused {
+        error,
+        outer_ok: g.failure().is_none(),
+    }
+}
+
+fn mark_lsn_max() -> Misused {
+    let g = GroupCommit::new(Config::default());
+    let error = g.mark_written(u64::MAX).unwrap_err();
+    Misused {
+        error,
+        outer_ok: g.failure().is_none() && g.written_lsn() == 0,
+    }
+}
+
+fn commit_lsn_max() -> Misused {
+    let g = GroupCommit::new(Config::default());
+    g.mark_written(u64::MAX - 1).unwrap();
+    let error = g.commit(u64::MAX, || unreachable!()).unwrap_err();
+    Misused {
+        error,
+        outer_ok: g.failure().is_none(),
+    }
+}
+
+/// The misuse table of docs/reliability.md: case, what it must get (an `InvalidInput`
+/// whose message names the mistake), and whether the manager goes on unpoisoned
+/// (`outer_ok`: for the last re-entrant case, the closure's own choice poisons it).
+#[test]
+fn misuse_gets_a_clear_error_never_a_hang() {
+    type Case = (&'static str, fn() -> Misused, &'static str, bool);
+    let table: [Case; 7] = [
+        (
+            "FsyncManager::fsync inside its own fsync closure",
+            manager_within_its_own_fsync,
+            "re-entrant call",
+            true,
+        ),
+        (
+            "GroupCommit::commit inside its own fsync closure",
+            group_commit_within_its_own_fsync,
+            "re-entrant call",
+            true,
+        ),
+        (
+            "A's closure calls B, whose closure calls A",
+            a_calls_b_calls_a,
+            "re-entrant call",
+            true,
+        ),
+        (
+            "a closure returns the refusal as its result",
+            error_passed_on_fails_the_fsync,
+            "re-entrant call",
+            false,
+        ),
+        ("commit LSN 0", commit_lsn_zero, "LSN 0", true),
+        ("mark_written(u64::MAX)", mark_lsn_max, "u64::MAX", true),
+        ("commit u64::MAX", commit_lsn_max, "u64::MAX", true),
+    ];
+    for (case, run, says, goes_on) in table {
+        let misused = within(REFUSED_WITHIN, case, run);
+        assert_eq!(misused.error.kind(), io::ErrorKind::InvalidInput, "{case}");
+        let message = misused.error.to_string();
+        assert!(message.contains(says), "{case}: {message}");
+        assert_eq!(misused.outer_ok, goes_on, "{case}: {message}");
+    }
+}
+
+/// A call from inside a closure to a manager that is not leading on this thread is
+/// fine: nesting managers is allowed, only a cycle back to one is refused.
+#[test]
+fn nested_different_managers_are_not_misuse() {
+    let a = FsyncManager::new(0, 0);
+    let b = GroupCommit::new(Config::default());
+    b.mark_written(5).unwrap();
+    a.fsync(|| b.commit(5, || Ok(()))).unwrap();
+    assert_eq!(
+        (a.stats().fsyncs, b.stats().fsyncs, b.durable_lsn()),
+        (1, 1, 5)
+    );
+    // After the closure, the same thread may call `a` again.
+    a.fsync(|| Ok(())).unwrap();
+}
+
+/// A stuck fsync is visible: while a closure blocks, `fsync_in_flight` answers at once
+/// with the callers waiting on it, and its age grows.
+#[test]
+fn a_stuck_fsync_is_visible() {
+    within(WATCHDOG, "a stuck fsync", || {
+        let m = Arc::new(FsyncManager::new(0, 0));
+        assert_eq!(m.fsync_in_flight(), None);
+        let (entered, in_fsync) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let leader = {
+            let m = Arc::clone(&m);
+            std::thread::spawn(move || {
+                m.fsync(|| {
+                    entered.send(()).unwrap();
+                    released.recv().unwrap();
+                    Ok(())
+                })
+            })
+        };
+        in_fsync.recv().unwrap();
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let m = Arc::clone(&m);
+                std::thread::spawn(move || m.fsync(|| Ok(())))
+            })
+            .collect();
+        while m.stats().waiting < 3 {
+            std::thread::yield_now();
+        }
+        let first = m.fsync_in_flight().expect("an fsync is in flight");
+        assert_eq!((first.waiting, first.riders, first.target), (3, 0, 1));
+        std::thread::sleep(MS);
+        let later = m.fsync_in_flight().expect("still in flight");
+        assert!(later.age > first.age, "{first:?} then {later:?}");
+        release.send(()).unwrap();
+        leader.join().unwrap().unwrap();
+        for waiter in waiters {
+            waiter.join().unwrap().unwrap();
+        }
+        assert_eq!(m.fsync_in_flight(), None);
+    });
 }

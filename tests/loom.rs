@@ -77,7 +77,7 @@ fn describe(scenarios: &[Scenario]) -> String {
     let count = |f: &dyn Fn(&Scenario) -> bool| scenarios.iter().filter(|s| f(s)).count();
     format!(
         "{} modes (deadlines passing {}, spurious wake-ups {}, failing fsync {}, \
-         panicking fsync {}, gathering {}, recommit {})",
+         panicking fsync {}, gathering {}, recommit {}, re-entrant calls {})",
         scenarios.len(),
         count(&|s| s.choices.deadline_mask != 0),
         count(&|s| s.choices.spurious_mask != 0),
@@ -85,6 +85,7 @@ fn describe(scenarios: &[Scenario]) -> String {
         count(&|s| matches!(s.fault, Fault::Panic(_))),
         count(&|s| s.gather != Gather::Off),
         count(&|s| s.recommit),
+        count(&|s| s.reenter),
     )
 }
 
@@ -126,6 +127,8 @@ fn modes(api: Api, callers: usize) -> Vec<Scenario> {
     all.push(base.gather(Gather::Fixed));
     all.push(base.gather(Gather::Adaptive));
     all.push(base.gather(Gather::Fixed).deadlines(0b1));
+    all.push(base.reenter());
+    all.push(base.reenter().fault(Fault::Fail(1)));
     if api == Api::Lsn {
         all.push(base.recommit());
         all.push(base.recommit().fault(Fault::Fail(0)));

@@ -79,6 +79,7 @@ struct Tally {
     deadlines: AtomicU64,
     spurious: AtomicU64,
     recommit: AtomicU64,
+    reenter: AtomicU64,
 }
 
 thread_local! {
@@ -112,6 +113,9 @@ fn draw(api: Api) -> Scenario {
     if api == Api::Lsn && rng.gen_bool(0.5) {
         scenario = scenario.recommit();
     }
+    if rng.gen_bool(0.125) {
+        scenario = scenario.reenter();
+    }
     scenario
 }
 
@@ -135,6 +139,7 @@ fn execution(api: Api, tally: &Tally) {
     );
     count(&tally.spurious, scenario.choices.spurious_probability > 0.0);
     count(&tally.recommit, scenario.recommit);
+    count(&tally.reenter, scenario.reenter);
     scenario.execute();
 }
 
@@ -167,13 +172,15 @@ fn explore(name: &str, api: Api, scheduler: impl Scheduler + 'static, how: &str)
     };
     println!(
         "verify: shuttle {name}, {how}, {schedules} schedules, 4-8 threads ({}), \
-         fsync fails {} / panics {}, gathering {}, deadlines passing {}, spurious wake-ups {}{recommit}: {}",
+         fsync fails {} / panics {}, gathering {}, deadlines passing {}, spurious wake-ups {}, \
+         re-entrant calls {}{recommit}: {}",
         threads.join("/"),
         n(&tally.failing),
         n(&tally.panicking),
         n(&tally.gathering),
         n(&tally.deadlines),
         n(&tally.spurious),
+        n(&tally.reenter),
         model_harness::properties(api),
     );
     assert_eq!(schedules as u64, n(&tally.executions));

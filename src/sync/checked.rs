@@ -44,6 +44,10 @@ struct ModelRun {
     choices: ModelChoices,
     waits: u32,
     fired: FiredChoices,
+    /// Deadlines seen to pass. Time does not go back: a wait on one of them again
+    /// returns at once, as a real one would (a caller that does not renew its deadline
+    /// busy-waits here too, and `FiredChoices::waits` shows it).
+    passed: Vec<Instant>,
 }
 
 /// How many of the [`ModelChoices`] took effect so far in the current execution.
@@ -53,6 +57,9 @@ pub struct FiredChoices {
     pub deadlines: u32,
     /// Waits that returned as woken without a notify.
     pub spurious: u32,
+    /// Waits a waiter started, however they ended. Each call waits once, plus once
+    /// after each deadline or spurious wake-up fired: a busy wait breaks that bound.
+    pub waits: u32,
 }
 
 /// The choices that took effect so far in the execution running on this thread
@@ -93,6 +100,7 @@ pub fn within_model<R>(choices: ModelChoices, body: impl FnOnce() -> R) -> R {
             choices,
             waits: 0,
             fired: FiredChoices::default(),
+            passed: Vec::new(),
         })
     });
     struct Restore(Option<ModelRun>);
@@ -116,20 +124,26 @@ enum Choice {
     DeadlinePassed,
 }
 
-fn choose(timed: bool) -> Choice {
+/// `deadline` is `None` for an untimed wait.
+fn choose(deadline: Option<Instant>) -> Choice {
     RUN.with(|run| {
         let mut run = run.borrow_mut();
         let run = run
             .as_mut()
             .expect("a model primitive used outside within_model");
+        run.fired.waits = run.fired.waits.saturating_add(1);
+        if deadline.is_some_and(|d| run.passed.contains(&d)) {
+            return Choice::DeadlinePassed;
+        }
         let index = run.waits;
         run.waits = run.waits.saturating_add(1);
-        let (spurious, deadline) = draw(&run.choices, index);
+        let (spurious, passes) = draw(&run.choices, index);
         if spurious {
             run.fired.spurious += 1;
             Choice::Spurious
-        } else if deadline && timed {
+        } else if passes && deadline.is_some() {
             run.fired.deadlines += 1;
+            run.passed.extend(deadline);
             Choice::DeadlinePassed
         } else {
             Choice::Block
@@ -245,7 +259,7 @@ impl Condvar {
             (Condvar::Std(cv), MutexGuard::Std(g)) => {
                 MutexGuard::Std(cv.wait(g).unwrap_or_else(|p| p.into_inner()))
             }
-            (Condvar::Model(cv), MutexGuard::Model(g)) => match choose(false) {
+            (Condvar::Model(cv), MutexGuard::Model(g)) => match choose(None) {
                 Choice::Spurious | Choice::DeadlinePassed => MutexGuard::Model(g),
                 Choice::Block => MutexGuard::Model(g.wait(cv)),
             },
@@ -273,7 +287,7 @@ impl Condvar {
             (Condvar::Model(_), MutexGuard::Model(g)) if kind == WaitKind::Gather => {
                 (MutexGuard::Model(g.release_and_retake()), true)
             }
-            (Condvar::Model(cv), MutexGuard::Model(g)) => match choose(true) {
+            (Condvar::Model(cv), MutexGuard::Model(g)) => match choose(Some(deadline)) {
                 Choice::Spurious => (MutexGuard::Model(g), false),
                 Choice::DeadlinePassed => (MutexGuard::Model(g), true),
                 Choice::Block => (MutexGuard::Model(g.wait(cv)), false),
@@ -351,4 +365,22 @@ pub(crate) fn thread_id() -> u64 {
         format!("{:?}", std::thread::current().id())
     };
     super::id_number(&debug)
+}
+
+model::thread_local! {
+    // Model threads share one OS thread, so each needs the checker's thread-local.
+    static MODEL_LEADING: RefCell<Vec<usize>> = RefCell::new(Vec::new());
+}
+
+/// The calling thread's list of managers it leads: the model thread's inside
+/// [`within_model`], the OS thread's (`std`) elsewhere.
+pub(crate) fn with_leading<R>(
+    std: &'static std::thread::LocalKey<RefCell<Vec<usize>>>,
+    f: impl FnOnce(&RefCell<Vec<usize>>) -> R,
+) -> R {
+    if in_model() {
+        MODEL_LEADING.with(f)
+    } else {
+        std.with(f)
+    }
 }

@@ -73,3 +73,47 @@ pub(crate) enum WaitKind {
 /// The clock. Real time on every backend: under a checker, time never decides an
 /// outcome (deadlines are the checker's choices); it only feeds statistics.
 pub(crate) use std::time::Instant;
+
+/// Which managers' fsync closures run on the calling thread right now, innermost last:
+/// a call on one of them from inside its own closure would wait for itself.
+pub(crate) mod leading {
+    use std::cell::RefCell;
+
+    std::thread_local! {
+        static STD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    }
+
+    #[cfg(any(feature = "loom", feature = "shuttle"))]
+    fn with<R>(f: impl FnOnce(&RefCell<Vec<usize>>) -> R) -> R {
+        super::checked::with_leading(&STD, f)
+    }
+    #[cfg(not(any(feature = "loom", feature = "shuttle")))]
+    fn with<R>(f: impl FnOnce(&RefCell<Vec<usize>>) -> R) -> R {
+        STD.with(f)
+    }
+
+    /// Marks the calling thread as running the fsync closure of manager `id` until the
+    /// guard drops (on unwind too).
+    pub(crate) fn enter(id: usize) -> Guard {
+        with(|ids| ids.borrow_mut().push(id));
+        Guard(id)
+    }
+
+    /// Whether the calling thread is inside the fsync closure of manager `id`.
+    pub(crate) fn contains(id: usize) -> bool {
+        with(|ids| ids.borrow().contains(&id))
+    }
+
+    pub(crate) struct Guard(usize);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            with(|ids| {
+                let mut ids = ids.borrow_mut();
+                if let Some(at) = ids.iter().rposition(|&id| id == self.0) {
+                    ids.remove(at);
+                }
+            });
+        }
+    }
+}

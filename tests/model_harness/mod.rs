@@ -18,6 +18,12 @@
 //!   durable;
 //! - `AtMostOneFsync`: no two fsync closures overlap;
 //! - `StatsExact`: the counters equal the events the harness saw;
+//! - `WaitsBounded`: every caller sleeps once, plus once more per deadline that passed
+//!   or spurious wake-up it had: a waiter whose timeout passed keeps sleeping as cheaply
+//!   as before (no busy wait);
+//! - `ReentryRefused`: with `reenter`, each fsync closure calls the same manager again
+//!   from the leader's thread; that call returns `InvalidInput` at once, runs no fsync,
+//!   and the outer fsync goes on;
 //! - `EndState`: once every caller is joined, `failure()`, `written_lsn()` and `config()`
 //!   agree with what happened, and bad input (an LSN marked going backwards, a commit
 //!   beyond the written LSN) is refused with `InvalidInput` and no fsync.
@@ -93,6 +99,8 @@ pub struct Scenario {
     pub recommit: bool,
     /// How waits end (deadlines, spurious wake-ups).
     pub choices: ModelChoices,
+    /// Each fsync closure first calls the same manager again (a misuse it must refuse).
+    pub reenter: bool,
 }
 
 impl Scenario {
@@ -104,6 +112,7 @@ impl Scenario {
             fault: Fault::None,
             gather: Gather::Off,
             recommit: false,
+            reenter: false,
             choices: ModelChoices {
                 deadline_mask: 0,
                 spurious_mask: 0,
@@ -128,6 +137,12 @@ impl Scenario {
     /// With recommits of already-durable LSNs.
     pub const fn recommit(mut self) -> Self {
         self.recommit = true;
+        self
+    }
+
+    /// With a re-entrant call from inside every fsync closure.
+    pub const fn reenter(mut self) -> Self {
+        self.reenter = true;
         self
     }
 
@@ -215,6 +230,8 @@ struct Log {
     /// A call has returned the failure (`Err`, or the closure's panic): every call that
     /// starts after that must be refused.
     failure_returned: bool,
+    /// Re-entrant calls made (and refused) from inside fsync closures.
+    reentries: u64,
 }
 
 /// How one call ended.
@@ -244,8 +261,33 @@ fn lsns_up_to(lsn: u64) -> u64 {
     }
 }
 
+/// `ReentryRefused`: from inside a fsync closure, the same manager is called again.
+fn reenter(shared: &Shared) {
+    let inner_ran = Cell::new(false);
+    let inner = || {
+        inner_ran.set(true);
+        Ok(())
+    };
+    let result = match &shared.front {
+        Front::Manager(m) => m.fsync(inner),
+        Front::Lsn(g) => {
+            // The newest LSN: written, and not durable while this fsync runs.
+            let lsn = shared.log.lock().unwrap().next_lsn;
+            g.commit(lsn, inner)
+        }
+    };
+    assert!(
+        result.is_err_and(|e| e.kind() == io::ErrorKind::InvalidInput) && !inner_ran.get(),
+        "ReentryRefused: a call from inside the manager's own fsync closure was not refused"
+    );
+    shared.log.lock().unwrap().reentries += 1;
+}
+
 /// The fsync closure: models the disk (see [`Log`]).
 fn fsync(shared: &Shared) -> io::Result<()> {
+    if shared.scenario.reenter {
+        reenter(shared);
+    }
     let (number, snapshot) = {
         let mut log = shared.log.lock().unwrap();
         assert!(
@@ -519,7 +561,11 @@ fn check_stats(shared: &Shared, outcomes: &[Outcome]) {
         "StatsExact: {stats:?}; ok {oks}, err {errs}, panicked {panics}, fsyncs {}, failed {}",
         log.fsyncs, log.failed_fsyncs
     );
-    assert_eq!(stats.requests, outcomes.len() as u64, "{why}");
+    assert_eq!(
+        stats.requests,
+        outcomes.len() as u64 + log.reentries,
+        "{why}"
+    );
     assert_eq!(stats.fsyncs, log.fsyncs, "{why}");
     assert_eq!(stats.failed_fsyncs, log.failed_fsyncs, "{why}");
     assert_eq!(
@@ -528,7 +574,14 @@ fn check_stats(shared: &Shared, outcomes: &[Outcome]) {
         "{why}"
     );
     assert_eq!(stats.served + stats.already_durable, oks, "{why}");
-    assert_eq!(stats.failed_requests, errs + panics, "{why}");
+    assert_eq!(
+        stats.failed_requests,
+        errs + panics + log.reentries,
+        "{why}"
+    );
+    if shared.scenario.reenter {
+        assert_eq!(log.reentries, log.fsyncs, "ReentryRefused: {why}");
+    }
     assert_eq!(stats.waiting, 0, "{why}");
     if shared.scenario.api == Api::Manager {
         // Each call is a new write: it can never be durable already.
@@ -563,16 +616,25 @@ fn check_stats(shared: &Shared, outcomes: &[Outcome]) {
     if shared.scenario.deadlines_never_pass() {
         assert_eq!(stats.timeouts, 0, "{why}");
     }
+    let justified = outcomes.len() as u64 + u64::from(fired.deadlines + fired.spurious);
+    assert!(
+        u64::from(fired.waits) <= justified,
+        "WaitsBounded: {} waits for {} calls, {} deadlines passed, {} spurious wake-ups",
+        fired.waits,
+        outcomes.len(),
+        fired.deadlines,
+        fired.spurious
+    );
 }
 
 /// The properties every execution of `api` checks, for the checkers' summary lines.
 pub fn properties(api: Api) -> &'static str {
     match api {
         Api::Manager => {
-            "FsyncBeforeReturn NoOkAfterFailure ErrorPreserved AtMostOneFsync StatsExact EndState held, no deadlock"
+            "FsyncBeforeReturn NoOkAfterFailure ErrorPreserved AtMostOneFsync StatsExact WaitsBounded ReentryRefused EndState held, no deadlock"
         }
         Api::Lsn => {
-            "FsyncBeforeReturn NoOkAfterFailure ErrorPreserved DurableMonotonic AtMostOneFsync StatsExact EndState held, no deadlock"
+            "FsyncBeforeReturn NoOkAfterFailure ErrorPreserved DurableMonotonic AtMostOneFsync StatsExact WaitsBounded ReentryRefused EndState held, no deadlock"
         }
     }
 }
