@@ -14,10 +14,10 @@
 //! ```
 //!
 //! The actions are those of `spec/GroupCommit.tla` that run under the lock:
-//! `CommitArrival`, `MarkWritten`, `Arrive`, `Return`, `Wait`, `Wake`, `Timeout`,
-//! `Recheck`, `BecomeLeader`, `Gather`, `StartFsync`, `FinishFsync`, `FailFsync`,
-//! `PanicFsync`. The lock-free steps (`FastPath`, a wait ending, the fsync itself) are
-//! not logged; the trace spec fills them in.
+//! `CommitArrival`, `MarkWritten`, `Arrive`, `Return`, `Wait`, `TakeLead`, `Timeout`,
+//! `BecomeLeader`, `Gather`, `StartFsync`, `FinishFsync`, `FailFsync`, `PanicFsync`.
+//! The steps taken without it (`FastPath`, a waiter woken by its slot's signal and
+//! returning, the fsync itself) are not logged; the trace spec fills them in.
 
 use crate::config::{Config, Gathering};
 use crate::protocol::Phase;
@@ -71,6 +71,7 @@ pub(crate) fn record(action: &str, lsn: u64, s: &Snapshot) {
     let Some(lines) = lines.as_mut() else { return };
     let (phase, target) = match s.phase {
         Phase::Idle => ("Idle", 0),
+        Phase::HandingOff => ("HandingOff", 0),
         Phase::Gathering => ("Gathering", 0),
         Phase::Syncing { target } => ("Syncing", target),
     };
