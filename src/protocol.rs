@@ -6,17 +6,20 @@
 //!
 //! Invariants, all kept under `state`'s lock:
 //! - at most one fsync runs at a time: only the leader runs one, and only a caller that
-//!   finds `Phase::Idle`, or is handed the lead in `Phase::HandingOff`, becomes leader;
+//!   finds nobody leading (`Idle` or `HandingOff`) becomes leader, leaving that phase in
+//!   the same critical section;
 //! - `durable` only grows, and only to the target of a completed, successful fsync,
 //!   read from `written` just before that fsync started;
 //! - once `failure` is set it stays set; every call that arrives after it, and every
 //!   waiter the failed fsync (or one after it) would have served, gets its error. Only a
 //!   waiter already served by an earlier, successful fsync may still return `Ok`;
 //! - a waiter's slot is in exactly one list (`riders`, `next_group`) until whoever
-//!   decides its outcome takes it off, and then it is signalled exactly once;
+//!   decides its outcome takes it off, and then it is signalled `Served` or `Failed`
+//!   exactly once; a `Lead` signal leaves the slot where it is;
 //! - a waiter always has a way out without its timeout: its slot is in `riders` (the
-//!   running fsync will signal it), or in `next_group` while a leader gathers or is
-//!   being handed the lead (`Idle` never has a next group).
+//!   running fsync will signal it), or in `next_group` while a leader gathers or syncs,
+//!   or while the oldest of the next group holds a `Lead` signal (`HandingOff`); `Idle`
+//!   never has a next group.
 
 use crate::config::{Config, Gathering};
 use crate::error::{invalid_input, Failure};
@@ -47,8 +50,9 @@ macro_rules! step {
 pub(crate) enum Phase {
     /// Nobody leads. The first caller to see this becomes the leader.
     Idle,
-    /// A finished leader has chosen the next leader from the next group and is waking
-    /// it; everybody else waits, so the lead cannot be lost or stolen.
+    /// Nobody leads, and the oldest of the next group has been signalled to lead. A
+    /// caller that gets here first (an arrival, already running) leads instead, and the
+    /// next group rides its fsync: no device time is lost to the wake-up.
     HandingOff,
     /// A leader exists and is waiting for companions before its fsync.
     Gathering,
@@ -128,7 +132,7 @@ impl State {
             return Next::Return(Ok(()));
         }
         match self.phase {
-            Phase::Idle => Next::Lead,
+            Phase::Idle | Phase::HandingOff => Next::Lead,
             _ => Next::Wait(Arc::new(Slot::new(Instant::now()))),
         }
     }
@@ -316,7 +320,7 @@ impl Protocol {
     }
 
     /// `Wait` on the caller's own slot, ended by its signal (`WakeServed`, `WakeFailed`,
-    /// `TakeLead`) or by `Timeout`. Only a timeout or the lead takes the lock again.
+    /// `TakeLead`) or by `Timeout`. Only a timeout or a hand-off takes the lock again.
     fn await_signal<F>(&self, slot: &Arc<Slot>, lsn: u64, do_fsync: F) -> io::Result<()>
     where
         F: FnOnce() -> io::Result<()>,
@@ -328,9 +332,10 @@ impl Protocol {
                 Some(Signal::Served) => return Ok(()),
                 Some(Signal::Failed(failure)) => return Err(failure.to_io_error()),
                 Some(Signal::Lead) => {
-                    let st = self.state.lock();
-                    step!(st, "TakeLead", lsn);
-                    return self.lead(st, lsn, do_fsync);
+                    let mut st = self.state.lock();
+                    if self.take_lead(&mut st, slot, lsn) {
+                        return self.lead(st, lsn, do_fsync);
+                    }
                 }
                 None => {
                     let mut st = self.state.lock();
@@ -345,20 +350,40 @@ impl Protocol {
         }
     }
 
+    /// `TakeLead`: a waiter signalled to lead leads if nobody does yet and its slot is
+    /// still in the next group. Otherwise somebody who was already running took the
+    /// lead first, and the slot now rides that leader's fsync (or has been taken off to
+    /// be signalled): the waiter sleeps on it again. Returns whether it leads.
+    fn take_lead(&self, st: &mut State, slot: &Arc<Slot>, lsn: u64) -> bool {
+        let leads = Self::claim_lead(st, slot);
+        step!(st, "TakeLead", lsn);
+        leads
+    }
+
     /// `Timeout`: the safety net. The waiter counts the expiry and checks, on its own,
     /// that somebody will signal it: a slot still in the next group while nobody leads
-    /// or is being handed the lead is orphaned, and its owner leads (within the
-    /// protocol, so never beside another fsync). Returns whether it leads.
+    /// is orphaned (or at least free to lead), and its owner leads, within the protocol,
+    /// so never beside another fsync. Returns whether it leads.
     fn timeout(&self, st: &mut State, slot: &Arc<Slot>, lsn: u64) -> bool {
         st.stats.timeouts += 1;
-        let orphaned = st.phase == Phase::Idle
-            && st.failure.is_none()
-            && st.next_group.iter().any(|s| Arc::ptr_eq(s, slot));
-        if orphaned {
-            st.next_group.retain(|s| !Arc::ptr_eq(s, slot));
-        }
+        let leads = Self::claim_lead(st, slot);
         step!(st, "Timeout", lsn);
-        orphaned
+        leads
+    }
+
+    /// Takes the waiter's slot off the next group to lead, if nobody leads (and nothing
+    /// failed: then the slot is off every list already).
+    fn claim_lead(st: &mut State, slot: &Arc<Slot>) -> bool {
+        if !matches!(st.phase, Phase::Idle | Phase::HandingOff) {
+            return false;
+        }
+        match st.next_group.iter().position(|s| Arc::ptr_eq(s, slot)) {
+            Some(at) => {
+                st.next_group.remove(at);
+                true
+            }
+            None => false,
+        }
     }
 
     /// `BecomeLeader`, then `Gather` when it applies, `StartFsync`, `RunFsync` and
@@ -478,8 +503,8 @@ impl Protocol {
     }
 
     /// `FinishFsync`: record the outcome before anybody else can start an fsync, and
-    /// take off the lists whom it concerns; then, outside the lock, `HandOff` to the
-    /// oldest caller of the next group and `WakeRiders`, each through its own slot.
+    /// take the riders off their list; then, outside the lock, `HandOff` to the oldest
+    /// caller of the next group and `WakeRiders`, each through its own slot.
     fn finish_fsync(
         &self,
         target: u64,
@@ -504,16 +529,17 @@ impl Protocol {
                     st.stats.group_commits += 1;
                 }
                 st.recently_active = served + st.next_group.len() as u64;
-                let next_leader = if st.next_group.is_empty() {
-                    st.phase = Phase::Idle;
-                    None
+                // The oldest of the next group is told to lead, and keeps its place:
+                // whoever leads first, the group rides that fsync.
+                let next_leader = st.next_group.first().map(Arc::clone);
+                st.phase = if next_leader.is_some() {
+                    st.stats.hand_offs += 1;
+                    Phase::HandingOff
                 } else {
-                    st.phase = Phase::HandingOff;
-                    Some(st.next_group.remove(0))
+                    Phase::Idle
                 };
-                let oldest = riders.first().into_iter().chain(next_leader.as_ref());
-                if let Some(since) = oldest.map(|slot| slot.since).min() {
-                    st.stats.longest_wait = st.stats.longest_wait.max(since.elapsed());
+                if let Some(oldest) = riders.first() {
+                    st.stats.longest_wait = st.stats.longest_wait.max(oldest.since.elapsed());
                 }
                 step!(st, "FinishFsync", lsn);
                 drop(st);

@@ -19,7 +19,8 @@ use crate::sync::{Condvar, Instant, Mutex, WaitKind};
 pub(crate) enum Signal {
     /// A completed, successful fsync covered the caller's LSN.
     Served,
-    /// The caller leads next: the phase is `HandingOff`, kept for it.
+    /// Nobody leads: the caller should, unless someone already running has taken the
+    /// lead first (`TakeLead` decides). The slot stays in the next group meanwhile.
     Lead,
     /// The fsync that was to serve the caller (or one before it) failed.
     Failed(Failure),
@@ -42,11 +43,20 @@ impl Slot {
         }
     }
 
-    /// Delivers the caller's outcome and wakes it. Called once per slot, by whoever took
-    /// the slot off its group's list, after letting go of the protocol's lock.
+    /// Delivers the caller's outcome and wakes it, after the protocol's lock is let go:
+    /// `Served` or `Failed` once, by whoever took the slot off its list, replacing an
+    /// unread `Lead`. A `Lead` never replaces an outcome: it can arrive late (its
+    /// sender let go of the lock, a running caller led and served this one, and only
+    /// then was the `Lead` written), and is stale by then.
     pub(crate) fn signal(&self, signal: Signal) {
         let mut slot = self.signal.lock();
-        debug_assert!(slot.is_none(), "a slot is signalled once");
+        if signal == Signal::Lead && slot.is_some() {
+            return;
+        }
+        debug_assert!(
+            matches!(*slot, None | Some(Signal::Lead)),
+            "an outcome is signalled once"
+        );
         *slot = Some(signal);
         drop(slot);
         self.wake.notify_one();

@@ -40,6 +40,9 @@ pub struct Stats {
     pub group_commits: u64,
     /// The most calls one fsync served.
     pub largest_group: u64,
+    /// Times a finished leader signalled the oldest waiter of the next group to lead
+    /// (that waiter leads unless a caller already running took the lead first).
+    pub hand_offs: u64,
     /// Times a waiter's timeout expired (it then checks on its own that somebody
     /// leads, and waits again if so: it never fsyncs outside the protocol).
     pub timeouts: u64,

@@ -18,9 +18,9 @@
 //!   durable;
 //! - `AtMostOneFsync`: no two fsync closures overlap;
 //! - `StatsExact`: the counters equal the events the harness saw;
-//! - `WaitsBounded`: every caller sleeps once, plus once more per deadline that passed
-//!   or spurious wake-up it had: a waiter whose timeout passed keeps sleeping as cheaply
-//!   as before (no busy wait);
+//! - `WaitsBounded`: every caller sleeps once, plus once more per hand-off it was
+//!   offered and per deadline that passed or spurious wake-up it had: a waiter whose
+//!   timeout passed keeps sleeping as cheaply as before (no busy wait);
 //! - `ReentryRefused`: with `reenter`, each fsync closure calls the same manager again
 //!   from the leader's thread; that call returns `InvalidInput` at once, runs no fsync,
 //!   and the outer fsync goes on;
@@ -616,12 +616,15 @@ fn check_stats(shared: &Shared, outcomes: &[Outcome]) {
     if shared.scenario.deadlines_never_pass() {
         assert_eq!(stats.timeouts, 0, "{why}");
     }
-    let justified = outcomes.len() as u64 + u64::from(fired.deadlines + fired.spurious);
+    let justified =
+        outcomes.len() as u64 + stats.hand_offs + u64::from(fired.deadlines + fired.spurious);
     assert!(
         u64::from(fired.waits) <= justified,
-        "WaitsBounded: {} waits for {} calls, {} deadlines passed, {} spurious wake-ups",
+        "WaitsBounded: {} waits for {} calls, {} hand-offs, {} deadlines passed, {} spurious \
+         wake-ups",
         fired.waits,
         outcomes.len(),
+        stats.hand_offs,
         fired.deadlines,
         fired.spurious
     );
