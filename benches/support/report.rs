@@ -1,9 +1,8 @@
-//! Figures per cell, the targets of issue 5, and the markdown and JSON they are shown in.
+//! Figures per cell, the targets of issues 5 and 10, and the markdown and JSON they are
+//! shown in.
 
 use super::device::{self, DeviceSpec};
-use super::strategies::Kind;
-use super::Options;
-use group_commit::Stats;
+use super::run::Options;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -23,14 +22,17 @@ pub struct CellRun {
     pub usage: [u64; 3],
     pub violations: u64,
     pub first_violation: Option<String>,
-    pub stats: Option<Stats>,
+    /// The strategy's count of calls that waited past its timeout, if it has one.
+    pub timeouts: Option<u64>,
+    pub largest_group: Option<u64>,
 }
 
 /// A cell's runs over every round, added up.
 pub struct Aggregate {
     pub device: DeviceSpec,
     pub n: usize,
-    pub kind: Kind,
+    pub name: &'static str,
+    pub baseline: bool,
     window: Duration,
     in_window: u64,
     total: u64,
@@ -46,11 +48,12 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
-    pub fn new(device: DeviceSpec, n: usize, kind: Kind) -> Aggregate {
+    pub fn new(device: DeviceSpec, n: usize, name: &'static str, baseline: bool) -> Aggregate {
         Aggregate {
             device,
             n,
-            kind,
+            name,
+            baseline,
             window: Duration::ZERO,
             in_window: 0,
             total: 0,
@@ -81,10 +84,12 @@ impl Aggregate {
         if self.first_violation.is_none() {
             self.first_violation = run.first_violation;
         }
-        if let Some(stats) = run.stats {
-            *self.timeouts.get_or_insert(0) += stats.timeouts;
+        if let Some(timeouts) = run.timeouts {
+            *self.timeouts.get_or_insert(0) += timeouts;
+        }
+        if let Some(group) = run.largest_group {
             let largest = self.largest_group.get_or_insert(0);
-            *largest = (*largest).max(stats.largest_group);
+            *largest = (*largest).max(group);
         }
     }
 }
@@ -109,8 +114,9 @@ pub struct Row {
     pub voluntary_per_commit: f64,
     /// CPU time of the committers per commit, µs.
     pub cpu_us_per_commit: f64,
-    /// The crate's `stats().timeouts`; 0 for baselines, which have none by construction.
-    pub timeouts: u64,
+    /// Calls that waited past the strategy's safety-net timeout; none for the
+    /// strategies that have no timeout.
+    pub timeouts: Option<u64>,
     pub largest_group: Option<u64>,
     pub mean_flush_us: f64,
     pub longest_flush_us: f64,
@@ -146,8 +152,8 @@ impl Row {
             device: agg.device.name(),
             latency,
             n: agg.n,
-            strategy: agg.kind.name(),
-            baseline: agg.kind.is_baseline(),
+            strategy: agg.name,
+            baseline: agg.baseline,
             commits_per_s,
             vs_best_baseline: None,
             vs_bound: latency.map(|l| commits_per_s / (agg.n as f64 / l.as_secs_f64())),
@@ -159,7 +165,7 @@ impl Row {
             switches_per_commit: ratio(agg.usage[0] + agg.usage[1], agg.total),
             voluntary_per_commit: ratio(agg.usage[0], agg.total),
             cpu_us_per_commit: ratio(agg.usage[2], agg.total) / 1000.0,
-            timeouts: agg.timeouts.unwrap_or(0),
+            timeouts: agg.timeouts,
             largest_group: agg.largest_group,
             mean_flush_us: micros(u64::try_from(agg.flush_time.as_nanos()).unwrap_or(u64::MAX))
                 / agg.flushes.max(1) as f64,
@@ -347,22 +353,38 @@ impl Results {
                     r.switches_per_commit,
                     r.voluntary_per_commit,
                     r.cpu_us_per_commit,
-                    r.timeouts,
+                    r.timeouts.map_or("–".into(), |t| t.to_string()),
                     r.mean_flush_us,
                 );
             }
             out.push('\n');
         }
         out.push_str(
-            "*(b)*: a baseline written for the benchmark. cs/commit: the committers' context \
+            "*(b)*: not this crate (a baseline written for the benchmark, or a peer). cs/commit: the committers' context \
              switches per commit (voluntary in brackets). CPU µs/commit: the committers' time \
              on a CPU per commit. flush µs: mean time of one flush as measured (the simulated \
              device's precision).\n\n",
         );
+        let devices: Vec<String> = {
+            let mut names: Vec<String> = Vec::new();
+            for row in &self.rows {
+                if !names.contains(&row.device) {
+                    names.push(row.device.clone());
+                }
+            }
+            names
+        };
+        let mut threads: Vec<usize> = self.rows.iter().map(|r| r.n).collect();
+        threads.sort_unstable();
+        threads.dedup();
+        out.push_str(&issue10_targets_with(
+            &self.rows, &devices, &threads, m.nproc,
+        ));
+        out.push('\n');
         let met = self.targets.iter().filter(|t| t.met).count();
         let _ = writeln!(
             out,
-            "#### Targets: {met} of {} cells met (ratios within {TIE} of 1 count as ties, met)\n",
+            "#### Issue 5 targets: {met} of {} cells met (ratios within {TIE} of 1 count as ties, met)\n",
             self.targets.len()
         );
         out.push_str("| target | cell | value | limit | met |\n|---|---|---:|---:|---|\n");
@@ -433,7 +455,7 @@ impl Results {
                 r.switches_per_commit,
                 r.voluntary_per_commit,
                 r.cpu_us_per_commit,
-                r.timeouts,
+                r.timeouts.map_or("null".into(), |t| t.to_string()),
                 r.largest_group.map_or("null".into(), |g| g.to_string()),
                 r.mean_flush_us,
                 r.longest_flush_us,
@@ -531,7 +553,8 @@ fn targets(rows: &[Row]) -> Vec<Target> {
             push("p99 ÷ L", cell.clone(), r.p99 / l_us, 3.0, false, 0.0);
         }
         if !r.baseline {
-            push("timeouts", cell.clone(), r.timeouts as f64, 0.0, false, 0.0);
+            let timeouts = r.timeouts.unwrap_or(0) as f64;
+            push("timeouts", cell.clone(), timeouts, 0.0, false, 0.0);
             if r.n == 64 {
                 push(
                     "context switches/commit at 64 threads",
@@ -570,6 +593,174 @@ fn targets(rows: &[Row]) -> Vec<Target> {
                 0.98,
                 true,
                 0.0,
+            );
+        }
+    }
+    out
+}
+
+/// The peers of issue 10's targets: this crate must beat the best of them.
+const PEERS: [&str; 2] = ["classic", "noxu-log"];
+
+/// Issue 10's targets table, one row per device and thread count, empty where `rows`
+/// lacks a figure (so with no rows it is the skeleton a full run fills in).
+pub fn issue10_targets(rows: &[Row], devices: &[String], threads: &[usize]) -> String {
+    issue10_targets_with(rows, devices, threads, 0)
+}
+
+/// A figure, `·` when the run did not measure it, bold with ✗ when it misses its target.
+fn figure(value: Option<f64>, decimals: usize, missed: bool) -> String {
+    match value {
+        None => "·".to_owned(),
+        Some(v) if missed => format!("**{v:.decimals$} ✗**"),
+        Some(v) => format!("{v:.decimals$}"),
+    }
+}
+
+fn issue10_targets_with(
+    rows: &[Row],
+    devices: &[String],
+    threads: &[usize],
+    nproc: usize,
+) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "#### Issue 10 targets, every device and N\n\n\
+         \"peer\": the best of `classic` and `noxu-log` in the same run (those the run \
+         has). Crate strategies: `lsn` and `closure` (gathering off), `+a` their adaptive \
+         gathering. Targets, marked **✗** where missed (commits/s ratios within \
+         2 % of 1 count as met): commits/s ÷ peer ≥ 1 and fsyncs/commit ≤ the fewest \
+         peer's, everywhere; CPU µs and context switches per commit ≤ the best peer's, \
+         at 64 threads; adaptive ÷ off ≥ 0.97, everywhere; adaptive ÷ N/L ≥ 0.8 on the \
+         1 ms device for N = 4..16; p99 ≤ 3 L (the disk: L = that cell's mean \
+         `sync_data`) where the machine is not CPU-bound (CPU busy: the crate's \
+         committers' CPU time ÷ wall time ÷ cores, the highest of its four strategies); \
+         zero timeouts.\n\n",
+    );
+    out.push_str(
+        "| device | N | commits/s ÷ peer: lsn, closure | fsyncs/commit: lsn, closure (peer) | \
+         CPU µs/commit: lsn, closure (peer) | cs/commit: lsn, closure (peer) | \
+         adaptive ÷ off: lsn+a, closure+a | adaptive ÷ N/L | p99 ÷ L (worst crate) | \
+         CPU busy | timeouts (crate) |\n\
+         |---|---:|---|---|---|---|---|---|---|---:|---:|\n",
+    );
+    let crate_names = ["lsn", "closure", "lsn+adaptive", "closure+adaptive"];
+    for device in devices {
+        for &n in threads {
+            let find = |name: &str| {
+                rows.iter()
+                    .find(|r| &r.device == device && r.n == n && r.strategy == name)
+            };
+            let peers: Vec<&Row> = PEERS.iter().filter_map(|&p| find(p)).collect();
+            let best_peer = peers.iter().map(|r| r.commits_per_s).reduce(f64::max);
+            let fewest_fsyncs = peers.iter().map(|r| r.fsyncs_per_commit).reduce(f64::min);
+            let least_cpu = peers.iter().map(|r| r.cpu_us_per_commit).reduce(f64::min);
+            let fewest_switches = peers.iter().map(|r| r.switches_per_commit).reduce(f64::min);
+            let (lsn, closure) = (find("lsn"), find("closure"));
+            let pair = |name: &str,
+                        get: &dyn Fn(&Row) -> Option<f64>,
+                        miss: &dyn Fn(f64) -> bool,
+                        decimals| {
+                let v = find(name).and_then(get);
+                figure(v, decimals, v.is_some_and(miss))
+            };
+            let vs_peer = |r: &Row| best_peer.map(|b| r.commits_per_s / b);
+            let below = |limit: f64| move |v: f64| v < limit * (1.0 - TIE);
+            let above = |limit: Option<f64>, tie: f64| {
+                move |v: f64| limit.is_some_and(|l| v > l * (1.0 + tie))
+            };
+            let at_64 = n == 64;
+            let commits = format!(
+                "{}, {}",
+                pair("lsn", &vs_peer, &below(1.0), 2),
+                pair("closure", &vs_peer, &below(1.0), 2)
+            );
+            let fsyncs = format!(
+                "{}, {} ({})",
+                pair(
+                    "lsn",
+                    &|r| Some(r.fsyncs_per_commit),
+                    &above(fewest_fsyncs, TIE),
+                    3
+                ),
+                pair(
+                    "closure",
+                    &|r| Some(r.fsyncs_per_commit),
+                    &above(fewest_fsyncs, TIE),
+                    3
+                ),
+                figure(fewest_fsyncs, 3, false)
+            );
+            let cpu_miss = |v: f64| at_64 && least_cpu.is_some_and(|l| v > l);
+            let cpu = format!(
+                "{}, {} ({})",
+                pair("lsn", &|r| Some(r.cpu_us_per_commit), &cpu_miss, 1),
+                pair("closure", &|r| Some(r.cpu_us_per_commit), &cpu_miss, 1),
+                figure(least_cpu, 1, false)
+            );
+            let switches_miss = |v: f64| at_64 && fewest_switches.is_some_and(|l| v > l);
+            let switches = format!(
+                "{}, {} ({})",
+                pair("lsn", &|r| Some(r.switches_per_commit), &switches_miss, 2),
+                pair(
+                    "closure",
+                    &|r| Some(r.switches_per_commit),
+                    &switches_miss,
+                    2
+                ),
+                figure(fewest_switches, 2, false)
+            );
+            let adaptive_vs_off = |adaptive: &str, off: Option<&Row>| {
+                let v = find(adaptive)
+                    .zip(off)
+                    .map(|(a, o)| a.commits_per_s / o.commits_per_s.max(1e-9));
+                figure(v, 2, v.is_some_and(|v| v < 0.97))
+            };
+            let adaptive = format!(
+                "{}, {}",
+                adaptive_vs_off("lsn+adaptive", lsn),
+                adaptive_vs_off("closure+adaptive", closure)
+            );
+            let one_ms = device == "sim-1ms";
+            let vs_bound = if one_ms && (4..=16).contains(&n) {
+                format!(
+                    "{}, {}",
+                    pair("lsn+adaptive", &|r| r.vs_bound, &|v| v < 0.8, 2),
+                    pair("closure+adaptive", &|r| r.vs_bound, &|v| v < 0.8, 2)
+                )
+            } else {
+                "–".to_owned()
+            };
+            let crate_rows: Vec<&Row> = crate_names.iter().filter_map(|&c| find(c)).collect();
+            let p99 = crate_rows
+                .iter()
+                .map(|r| {
+                    let l_us = r.latency.map_or(r.mean_flush_us, |l| l.as_secs_f64() * 1e6);
+                    (r.p99 / l_us.max(1e-9), r.strategy)
+                })
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            let p99 = match p99 {
+                None => "·".to_owned(),
+                Some((v, name)) => format!("{} ({name})", figure(Some(v), 2, v > 3.0)),
+            };
+            let busy = crate_rows
+                .iter()
+                .map(|r| r.cpu_us_per_commit * r.commits_per_s / 1e6 / nproc.max(1) as f64)
+                .reduce(f64::max);
+            let timeouts = crate_rows
+                .iter()
+                .map(|r| r.timeouts.unwrap_or(0))
+                .reduce(|a, b| a + b);
+            let timeouts = match timeouts {
+                None => "·".to_owned(),
+                Some(0) => "0".to_owned(),
+                Some(t) => format!("**{t} ✗**"),
+            };
+            let _ = writeln!(
+                out,
+                "| {device} | {n} | {commits} | {fsyncs} | {cpu} | {switches} | {adaptive} | \
+                 {vs_bound} | {p99} | {} | {timeouts} |",
+                busy.map_or("·".to_owned(), |b| format!("{:.0} %", b * 100.0)),
             );
         }
     }
