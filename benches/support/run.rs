@@ -25,13 +25,15 @@ pub trait Committer: Sync {
     }
 }
 
+/// Makes a fresh instance of a strategy, for each cell.
+pub type MakeCommitter = Box<dyn Fn(&Tuning) -> Box<dyn Committer>>;
+
 /// A strategy a run can include.
 pub struct Entrant {
     pub name: &'static str,
     /// Not this crate: the figures the crate's are divided by.
     pub baseline: bool,
-    /// A fresh instance, for each cell.
-    pub make: Box<dyn Fn(&Tuning) -> Box<dyn Committer>>,
+    pub make: MakeCommitter,
 }
 
 /// What differs between the programs that use the runner.
