@@ -626,16 +626,14 @@ fn issue10_targets_with(
     let mut out = String::new();
     out.push_str(
         "#### Issue 10 targets, every device and N\n\n\
-         \"peer\": the best of `classic` and `noxu-log` in the same run (those the run \
-         has). Crate strategies: `lsn` and `closure` (gathering off), `+a` their adaptive \
-         gathering. Targets, marked **✗** where missed (commits/s ratios within \
-         2 % of 1 count as met): commits/s ÷ peer ≥ 1 and fsyncs/commit ≤ the fewest \
-         peer's, everywhere; CPU µs and context switches per commit ≤ the best peer's, \
-         at 64 threads; adaptive ÷ off ≥ 0.97, everywhere; adaptive ÷ N/L ≥ 0.8 on the \
-         1 ms device for N = 4..16; p99 ≤ 3 L (the disk: L = that cell's mean \
-         `sync_data`) where the machine is not CPU-bound (CPU busy: the crate's \
-         committers' CPU time ÷ wall time ÷ cores, the highest of its four strategies); \
-         zero timeouts.\n\n",
+         \"peer\": the best of `classic` and `noxu-log` in the same run (those the run has). Crate\n\
+         strategies: `lsn` and `closure` (gathering off), `+a` their adaptive gathering. Targets,\n\
+         marked **✗** where missed (commits/s ratios within 2 % of 1 count as met): commits/s ÷\n\
+         peer ≥ 1 and fsyncs/commit ≤ the fewest peer's, everywhere; CPU µs and context switches\n\
+         per commit ≤ the best peer's, at 64 threads; adaptive ÷ off ≥ 0.97, everywhere; adaptive\n\
+         ÷ N/L ≥ 0.8 on the 1 ms device for N = 4..16; p99 ≤ 3 L (the disk: L = that cell's mean\n\
+         `sync_data`) where the machine is not CPU-bound (CPU busy: the crate's committers' CPU\n\
+         time ÷ wall time ÷ cores, the highest of its four strategies); zero timeouts.\n\n",
     );
     out.push_str(
         "| device | N | commits/s ÷ peer: lsn, closure | fsyncs/commit: lsn, closure (peer) | \
