@@ -16,7 +16,10 @@
 //! Two front ends share the protocol:
 //! - [`FsyncManager`]: a drop-in for the reference `FsyncManager` (Berkeley DB JE's
 //!   `FSyncManager`, ported by noxu-log);
-//! - [`GroupCommit`]: by log sequence number, for logs that know their offsets.
+//! - [`GroupCommit`]: by log sequence number, for logs that know their offsets;
+//! - [`GroupFlush`]: the leader writes the log buffer out, then syncs, and says how far
+//!   it got (PostgreSQL's `XLogFlush`, InnoDB's log writer, noxu-log's
+//!   `flush_and_sync`).
 //!
 //! # Examples
 //!
@@ -57,6 +60,7 @@
 
 mod config;
 mod error;
+mod flush;
 mod lsn;
 mod manager;
 mod protocol;
@@ -70,6 +74,7 @@ pub use config::{
     Config, ConfigBuilder, Gathering, DEFAULT_WAITER_TIMEOUT, MAX_REFERENCE_INTERVAL,
 };
 pub use error::{ConfigError, Failure};
+pub use flush::GroupFlush;
 pub use lsn::GroupCommit;
 pub use manager::FsyncManager;
 pub use stats::{InFlight, Stats};

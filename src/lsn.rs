@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::error::Failure;
-use crate::protocol::Protocol;
+use crate::protocol::{covering_target, Protocol};
 use crate::stats::{InFlight, Stats};
 use std::io;
 
@@ -84,7 +84,37 @@ impl GroupCommit {
     where
         F: FnOnce() -> io::Result<()>,
     {
-        self.protocol.commit(lsn, do_fsync)
+        self.commit_to(lsn, |_| do_fsync())
+    }
+
+    /// [`commit`](Self::commit), with a closure that is told the target of its fsync:
+    /// the written LSN when it started, which it must make durable (and which covers
+    /// `lsn`). A segmented log uses it to sync only the segments that hold bytes up to
+    /// the target.
+    ///
+    /// # Errors
+    ///
+    /// As [`commit`](Self::commit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use group_commit::{Config, GroupCommit};
+    /// let log = GroupCommit::new(Config::default());
+    /// log.mark_written(300)?;
+    /// let mut synced_up_to = 0;
+    /// log.commit_to(100, |target| {
+    ///     synced_up_to = target; // sync every segment holding bytes below `target`
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!((synced_up_to, log.durable_lsn()), (300, 300));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn commit_to<F>(&self, lsn: u64, sync: F) -> io::Result<()>
+    where
+        F: FnOnce(u64) -> io::Result<()>,
+    {
+        self.protocol.commit(lsn, covering_target(sync)).map(drop)
     }
 
     /// The highest LSN covered by a completed, successful fsync. Never decreases.

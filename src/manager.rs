@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::error::Failure;
-use crate::protocol::Protocol;
+use crate::protocol::{covering_target, Protocol};
 use crate::stats::{InFlight, Stats};
 use std::io;
 
@@ -105,7 +105,9 @@ impl FsyncManager {
     where
         F: FnOnce() -> io::Result<()>,
     {
-        self.protocol.commit_arrival(do_fsync)
+        self.protocol
+            .commit_arrival(covering_target(|_| do_fsync()))
+            .map(drop)
     }
 
     /// fsyncs started ([`Stats::fsyncs`]).

@@ -62,10 +62,18 @@ pub(crate) enum Phase {
 
 /// What a caller does next, decided under the lock.
 enum Next {
-    Return(io::Result<()>),
+    /// With the durable LSN (at least the caller's) or the error.
+    Return(io::Result<u64>),
     Lead,
     /// Sleep on this slot, which is in the list of the fsync that will serve the caller.
     Wait(Arc<Slot>),
+}
+
+/// How a finished fsync leaves its leader.
+enum Finish {
+    Return(io::Result<u64>),
+    /// The flush made progress but did not cover the leader's LSN: lead again.
+    LeadAgain,
 }
 
 struct State {
@@ -129,11 +137,11 @@ impl State {
             return Next::Return(Err(failure.to_io_error()));
         }
         if lsn <= self.durable {
-            return Next::Return(Ok(()));
+            return Next::Return(Ok(self.durable));
         }
         match self.phase {
             Phase::Idle | Phase::HandingOff => Next::Lead,
-            _ => Next::Wait(Arc::new(Slot::new(Instant::now()))),
+            _ => Next::Wait(Arc::new(Slot::new(Instant::now(), lsn))),
         }
     }
 
@@ -204,14 +212,14 @@ impl Protocol {
         Ok(())
     }
 
-    /// LSN front end: returns once `lsn` is durable, running `do_fsync` if this caller
+    /// LSN front end: returns once `lsn` is durable, running `flush` if this caller
     /// has to lead. A waiter served by another's fsync takes the lock once.
-    pub(crate) fn commit<F>(&self, lsn: u64, do_fsync: F) -> io::Result<()>
+    pub(crate) fn commit<F>(&self, lsn: u64, flush: F) -> io::Result<u64>
     where
-        F: FnOnce() -> io::Result<()>,
+        F: FnMut(u64) -> io::Result<u64>,
     {
-        if self.already_durable(lsn) {
-            return Ok(());
+        if let Some(durable) = self.already_durable(lsn) {
+            return Ok(durable);
         }
         let mut st = self.state.lock();
         st.stats.requests += 1;
@@ -222,14 +230,39 @@ impl Protocol {
             st.stats.failed_requests += 1;
             return Err(error);
         }
-        self.request(st, lsn, do_fsync)
+        self.request(st, lsn, flush)
+    }
+
+    /// Leader-writes front end: returns once `lsn` is durable. There is no
+    /// `mark_written`: the request itself raises `written` (the highest LSN asked for),
+    /// and the leader's `flush` writes and syncs up to at least that, and says how far
+    /// it got.
+    pub(crate) fn flush<F>(&self, lsn: u64, flush: F) -> io::Result<u64>
+    where
+        F: FnMut(u64) -> io::Result<u64>,
+    {
+        if let Some(durable) = self.already_durable(lsn) {
+            return Ok(durable);
+        }
+        let mut st = self.state.lock();
+        st.stats.requests += 1;
+        let refused = self
+            .refuse_reentry()
+            .and_then(|()| check_commit_lsn(lsn, u64::MAX - 1));
+        if let Err(error) = refused {
+            st.stats.failed_requests += 1;
+            return Err(error);
+        }
+        st.written = st.written.max(lsn);
+        step!(st, "RequestFlush", lsn);
+        self.request(st, lsn, flush)
     }
 
     /// Closure front end: the caller's write is done; returns once an fsync that started
     /// after this call began has succeeded.
-    pub(crate) fn commit_arrival<F>(&self, do_fsync: F) -> io::Result<()>
+    pub(crate) fn commit_arrival<F>(&self, flush: F) -> io::Result<u64>
     where
-        F: FnOnce() -> io::Result<()>,
+        F: FnMut(u64) -> io::Result<u64>,
     {
         let mut st = self.state.lock();
         st.stats.requests += 1;
@@ -241,18 +274,20 @@ impl Protocol {
         st.written += 1;
         let lsn = st.written;
         step!(st, "CommitArrival", lsn);
-        self.request(st, lsn, do_fsync)
+        self.request(st, lsn, flush)
     }
 
     /// `FastPath`: an LSN that is already durable needs neither the lock nor an fsync.
-    fn already_durable(&self, lsn: u64) -> bool {
-        let covered = lsn != 0
-            && !self.poisoned.load(Ordering::Acquire)
-            && lsn <= self.durable.load(Ordering::Acquire);
-        if covered {
-            self.lock_free_returns.fetch_add(1, Ordering::Relaxed);
+    /// Returns the durable LSN if it covers `lsn`.
+    fn already_durable(&self, lsn: u64) -> Option<u64> {
+        if lsn == 0 || self.poisoned.load(Ordering::Acquire) {
+            return None;
         }
-        covered
+        let durable = self.durable.load(Ordering::Acquire);
+        (lsn <= durable).then(|| {
+            self.lock_free_returns.fetch_add(1, Ordering::Relaxed);
+            durable
+        })
     }
 
     /// `RefuseReentry`: a call from inside this manager's own fsync closure, on the
@@ -273,20 +308,20 @@ impl Protocol {
         self as *const Self as usize
     }
 
-    fn request<F>(&self, mut st: MutexGuard<'_, State>, lsn: u64, do_fsync: F) -> io::Result<()>
+    fn request<F>(&self, mut st: MutexGuard<'_, State>, lsn: u64, flush: F) -> io::Result<u64>
     where
-        F: FnOnce() -> io::Result<()>,
+        F: FnMut(u64) -> io::Result<u64>,
     {
         match self.arrive(&mut st, lsn) {
             Next::Return(result) => {
                 step!(st, "Return", lsn);
                 result
             }
-            Next::Lead => self.lead(st, lsn, do_fsync),
+            Next::Lead => self.lead(st, lsn, flush),
             Next::Wait(slot) => {
                 step!(st, "Wait", lsn);
                 drop(st);
-                self.await_signal(&slot, lsn, do_fsync)
+                self.await_signal(&slot, lsn, flush)
             }
         }
     }
@@ -295,7 +330,7 @@ impl Protocol {
     fn arrive(&self, st: &mut State, lsn: u64) -> Next {
         let next = st.decide(lsn);
         match &next {
-            Next::Return(Ok(())) => st.stats.already_durable += 1,
+            Next::Return(Ok(_)) => st.stats.already_durable += 1,
             Next::Return(Err(_)) => st.stats.failed_requests += 1,
             Next::Wait(slot) => self.join_group(st, lsn, slot),
             Next::Lead => {}
@@ -321,26 +356,27 @@ impl Protocol {
 
     /// `Wait` on the caller's own slot, ended by its signal (`WakeServed`, `WakeFailed`,
     /// `TakeLead`) or by `Timeout`. Only a timeout or a hand-off takes the lock again.
-    fn await_signal<F>(&self, slot: &Arc<Slot>, lsn: u64, do_fsync: F) -> io::Result<()>
+    fn await_signal<F>(&self, slot: &Arc<Slot>, lsn: u64, flush: F) -> io::Result<u64>
     where
-        F: FnOnce() -> io::Result<()>,
+        F: FnMut(u64) -> io::Result<u64>,
     {
         let timeout = self.config.waiter_timeout();
         let mut deadline = slot.since.checked_add(timeout);
         loop {
             match slot.wait(deadline) {
-                Some(Signal::Served) => return Ok(()),
+                // Published before the signal was written: covers `lsn`.
+                Some(Signal::Served) => return Ok(self.durable_lsn()),
                 Some(Signal::Failed(failure)) => return Err(failure.to_io_error()),
                 Some(Signal::Lead) => {
                     let mut st = self.state.lock();
                     if self.take_lead(&mut st, slot, lsn) {
-                        return self.lead(st, lsn, do_fsync);
+                        return self.lead(st, lsn, flush);
                     }
                 }
                 None => {
                     let mut st = self.state.lock();
                     if self.timeout(&mut st, slot, lsn) {
-                        return self.lead(st, lsn, do_fsync);
+                        return self.lead(st, lsn, flush);
                     }
                     drop(st);
                     // A fresh deadline: a waiter whose timeout passed sleeps as before.
@@ -387,29 +423,40 @@ impl Protocol {
     }
 
     /// `BecomeLeader`, then `Gather` when it applies, `StartFsync`, `RunFsync` and
-    /// `FinishFsync`.
-    fn lead<F>(&self, mut st: MutexGuard<'_, State>, lsn: u64, do_fsync: F) -> io::Result<()>
+    /// `FinishFsync`; again while the flush covers less than the leader's own LSN but
+    /// makes progress.
+    fn lead<'a, F>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        lsn: u64,
+        mut flush: F,
+    ) -> io::Result<u64>
     where
-        F: FnOnce() -> io::Result<()>,
+        F: FnMut(u64) -> io::Result<u64>,
     {
-        st.phase = Phase::Gathering;
-        step!(st, "BecomeLeader", lsn);
-        if let Some((companions, longest)) = self.gathering_plan(&mut st) {
-            st = self.gather(st, companions, longest);
-            step!(st, "Gather", lsn);
+        loop {
+            st.phase = Phase::Gathering;
+            step!(st, "BecomeLeader", lsn);
+            if let Some((companions, longest)) = self.gathering_plan(&mut st) {
+                st = self.gather(st, companions, longest);
+                step!(st, "Gather", lsn);
+            }
+            let target = self.start_fsync(&mut st);
+            step!(st, "StartFsync", lsn);
+            drop(st);
+
+            let began = Instant::now();
+            let outcome = {
+                let _leading = leading::enter(self.id());
+                catch_unwind(AssertUnwindSafe(|| flush(target)))
+            };
+            let took = began.elapsed();
+
+            match self.finish_fsync(target, outcome, took, lsn) {
+                Finish::Return(result) => return result,
+                Finish::LeadAgain => st = self.state.lock(),
+            }
         }
-        let target = self.start_fsync(&mut st);
-        step!(st, "StartFsync", lsn);
-        drop(st);
-
-        let began = Instant::now();
-        let outcome = {
-            let _leading = leading::enter(self.id());
-            catch_unwind(AssertUnwindSafe(do_fsync))
-        };
-        let took = began.elapsed();
-
-        self.finish_fsync(target, outcome, took, lsn)
     }
 
     /// How many companions a new leader waits for, and for how long at most; `None`
@@ -503,60 +550,34 @@ impl Protocol {
     }
 
     /// `FinishFsync`: record the outcome before anybody else can start an fsync, and
-    /// take the riders off their list; then, outside the lock, `HandOff` to the oldest
-    /// caller of the next group and `WakeRiders`, each through its own slot.
+    /// take off their lists the waiters it served; then, outside the lock, `HandOff` to
+    /// the oldest caller still queued and `WakeRiders`, each through its own slot.
+    ///
+    /// A flush reports how far it made the log durable (`covered`, the target for the
+    /// closure and LSN front ends). Everybody at or below it is served, riders and next
+    /// group alike (so a waiter handed the lead is never one it covers); riders above it
+    /// go back to the head of the queue. If the leader's own LSN is not covered, it
+    /// leads again when the flush made progress, and gets an error when it made none:
+    /// never an `Ok` for an uncovered LSN, never a loop without progress.
     fn finish_fsync(
         &self,
         target: u64,
-        outcome: std::thread::Result<io::Result<()>>,
+        outcome: std::thread::Result<io::Result<u64>>,
         took: Duration,
         lsn: u64,
-    ) -> io::Result<()> {
+    ) -> Finish {
         let mut st = self.state.lock();
         st.stats.fsync_time += took;
         st.last_fsync_time = took;
         st.fsync_began = None;
-        match outcome {
-            Ok(Ok(())) => {
-                // Targets grow with `written`, so this only ever raises `durable`.
-                st.durable = target;
-                self.durable.store(target, Ordering::Release);
-                let riders = std::mem::take(&mut st.riders);
-                let served = riders.len() as u64 + 1;
-                st.stats.served += served;
-                st.stats.largest_group = st.stats.largest_group.max(served);
-                if served > 1 {
-                    st.stats.group_commits += 1;
-                }
-                st.recently_active = served + st.next_group.len() as u64;
-                // The oldest of the next group is told to lead, and keeps its place:
-                // whoever leads first, the group rides that fsync.
-                let next_leader = st.next_group.first().map(Arc::clone);
-                st.phase = if next_leader.is_some() {
-                    st.stats.hand_offs += 1;
-                    Phase::HandingOff
-                } else {
-                    Phase::Idle
-                };
-                if let Some(oldest) = riders.first() {
-                    st.stats.longest_wait = st.stats.longest_wait.max(oldest.since.elapsed());
-                }
-                step!(st, "FinishFsync", lsn);
-                drop(st);
-                if let Some(next_leader) = next_leader {
-                    next_leader.signal(Signal::Lead);
-                }
-                for rider in riders {
-                    rider.signal(Signal::Served);
-                }
-                Ok(())
-            }
+        let covered = match outcome {
+            Ok(Ok(covered)) => covered,
             Ok(Err(error)) => {
                 let (failure, unserved) = self.poison(&mut st, Failure::from_error(&error));
                 step!(st, "FailFsync", lsn);
                 drop(st);
                 Self::wake_failed(unserved, &failure);
-                Err(error)
+                return Finish::Return(Err(error));
             }
             Err(panic) => {
                 let (failure, unserved) = self.poison(&mut st, Failure::from_panic());
@@ -565,6 +586,85 @@ impl Protocol {
                 Self::wake_failed(unserved, &failure);
                 resume_unwind(panic)
             }
+        };
+        let before = st.durable;
+        if covered < target {
+            st.stats.short_fsyncs += 1;
+        }
+        // `durable` never decreases: a flush that reports less covers nothing new.
+        st.durable = covered.max(before);
+        self.durable.store(st.durable, Ordering::Release);
+        st.stats.covered += st.durable - before;
+        let served = Self::take_served(&mut st);
+        let leader_served = lsn <= st.durable;
+        let group = served.len() as u64 + u64::from(leader_served);
+        st.stats.served += group;
+        st.stats.largest_group = st.stats.largest_group.max(group);
+        if group > 1 {
+            st.stats.group_commits += 1;
+        }
+        st.recently_active = group + st.waiting();
+        if let Some(oldest) = served.first() {
+            st.stats.longest_wait = st.stats.longest_wait.max(oldest.since.elapsed());
+        }
+        let result = if leader_served {
+            Ok(st.durable)
+        } else if st.durable > before {
+            // Progress, but not to this leader's LSN: it keeps the lead (`Gathering`
+            // says a leader exists and no fsync runs) and flushes again once the
+            // callers it served are woken.
+            st.phase = Phase::Gathering;
+            step!(st, "FinishFsync", lsn);
+            drop(st);
+            Self::wake_served(served);
+            return Finish::LeadAgain;
+        } else {
+            st.stats.failed_requests += 1;
+            Err(no_progress(covered, before, lsn))
+        };
+        // The oldest still queued is told to lead, and keeps its place: whoever leads
+        // first, the queue rides that fsync.
+        let next_leader = st.next_group.first().map(Arc::clone);
+        st.phase = if next_leader.is_some() {
+            st.stats.hand_offs += 1;
+            Phase::HandingOff
+        } else {
+            Phase::Idle
+        };
+        step!(st, "FinishFsync", lsn);
+        drop(st);
+        if let Some(next_leader) = next_leader {
+            next_leader.signal(Signal::Lead);
+        }
+        Self::wake_served(served);
+        Finish::Return(result)
+    }
+
+    /// Takes off their lists the slots whose LSN is now durable; riders it does not cover
+    /// go back to the head of the next group (they are older than everyone in it).
+    fn take_served(st: &mut State) -> Vec<Arc<Slot>> {
+        let durable = st.durable;
+        let mut riders = std::mem::take(&mut st.riders);
+        if riders.iter().all(|slot| slot.lsn <= durable) && st.next_group.is_empty() {
+            return riders;
+        }
+        let (mut served, mut queued): (Vec<_>, Vec<_>) =
+            riders.drain(..).partition(|slot| slot.lsn <= durable);
+        for slot in st.next_group.drain(..) {
+            if slot.lsn <= durable {
+                served.push(slot);
+            } else {
+                queued.push(slot);
+            }
+        }
+        st.next_group = queued;
+        served
+    }
+
+    /// `WakeRiders`: each waiter the fsync served is told so.
+    fn wake_served(served: Vec<Arc<Slot>>) {
+        for slot in served {
+            slot.signal(Signal::Served);
         }
     }
 
@@ -657,6 +757,36 @@ fn check_commit_lsn(lsn: u64, written: u64) -> io::Result<()> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// A flush for a closure that syncs everything written so far: it covers its target,
+/// so it never runs twice for one call.
+pub(crate) fn covering_target<F>(sync: F) -> impl FnMut(u64) -> io::Result<u64>
+where
+    F: FnOnce(u64) -> io::Result<()>,
+{
+    let mut sync = Some(sync);
+    move |target| {
+        let sync = sync
+            .take()
+            .expect("a flush that covers its target runs once");
+        sync(target).map(|()| target)
+    }
+}
+
+/// A flush that made no progress toward the leader's LSN: it returned no more than what
+/// was durable already. Not a failure of the device (nothing is lost, nothing poisoned),
+/// so not its error: `WriteZero`, as a write that wrote nothing.
+fn no_progress(covered: u64, durable: u64, lsn: u64) -> io::Error {
+    let what = if covered < durable {
+        format!("returned LSN {covered}, below the durable LSN {durable}")
+    } else {
+        format!("returned LSN {covered}, no further than the durable LSN {durable}")
+    };
+    io::Error::new(
+        io::ErrorKind::WriteZero,
+        format!("the flush made no progress: it {what}; LSN {lsn} of this call is not durable"),
+    )
 }
 
 fn reserved_lsn(what: &str) -> io::Error {

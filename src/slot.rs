@@ -32,14 +32,17 @@ pub(crate) struct Slot {
     wake: Condvar,
     /// When the caller started to wait, for `Stats::longest_wait`.
     pub(crate) since: Instant,
+    /// The LSN the caller needs durable.
+    pub(crate) lsn: u64,
 }
 
 impl Slot {
-    pub(crate) fn new(since: Instant) -> Self {
+    pub(crate) fn new(since: Instant, lsn: u64) -> Self {
         Slot {
             signal: Mutex::new(None),
             wake: Condvar::new(),
             since,
+            lsn,
         }
     }
 

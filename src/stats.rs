@@ -38,6 +38,12 @@ pub struct Stats {
     pub failed_fsyncs: u64,
     /// Successful fsyncs that served at least one waiter besides their leader.
     pub group_commits: u64,
+    /// Successful fsyncs whose flush reported less than its target (leader-writes front
+    /// end, or a closure that says so): the callers above it waited for a later one.
+    pub short_fsyncs: u64,
+    /// LSNs made durable in all: the sum over successful fsyncs of how far each raised
+    /// the durable LSN. Divided by the successful fsyncs, what one fsync covers.
+    pub covered: u64,
     /// The most calls one fsync served.
     pub largest_group: u64,
     /// Times a finished leader signalled the oldest waiter of the next group to lead

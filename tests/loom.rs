@@ -16,7 +16,7 @@
 
 mod model_harness;
 
-use model_harness::{Api, Fault, Gather, Scenario};
+use model_harness::{Api, Coverage, Fault, Gather, Scenario};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -129,6 +129,17 @@ fn modes(api: Api, callers: usize) -> Vec<Scenario> {
     all.push(base.gather(Gather::Fixed).deadlines(0b1));
     all.push(base.reenter());
     all.push(base.reenter().fault(Fault::Fail(1)));
+    if api == Api::Flush {
+        all.extend([
+            base.coverage(Coverage::Short(0)),
+            base.coverage(Coverage::Short(1)),
+            base.coverage(Coverage::Stale(0)),
+            base.coverage(Coverage::Stale(1)),
+            base.coverage(Coverage::Beyond(0)),
+            base.coverage(Coverage::Short(0)).fault(Fault::Fail(1)),
+            base.coverage(Coverage::Short(0)).deadlines(0b1),
+        ]);
+    }
     if api == Api::Lsn {
         all.push(base.recommit());
         all.push(base.recommit().fault(Fault::Fail(0)));
@@ -190,6 +201,30 @@ fn lsn_3_threads() {
 }
 
 #[test]
+fn flush_2_threads() {
+    explore_all("flush", &modes(Api::Flush, 2));
+}
+
+#[test]
+fn flush_3_threads() {
+    explore_all("flush", &modes(Api::Flush, 3));
+}
+
+#[test]
 fn lsn_4_threads() {
     explore_all("lsn", &modes4(Api::Lsn));
+}
+
+#[test]
+fn flush_4_threads() {
+    let base = Scenario::new(Api::Flush, 4);
+    explore_all(
+        "flush",
+        &[
+            base,
+            base.coverage(Coverage::Short(0)),
+            base.coverage(Coverage::Stale(1)),
+            base.fault(Fault::Fail(0)),
+        ],
+    );
 }

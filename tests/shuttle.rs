@@ -40,7 +40,7 @@
 
 mod model_harness;
 
-use model_harness::{Api, Fault, Gather, Scenario};
+use model_harness::{Api, Coverage, Fault, Gather, Scenario};
 use shuttle::rand::{thread_rng, Rng};
 use shuttle::scheduler::{PctScheduler, RandomScheduler, Scheduler};
 use std::cell::Cell;
@@ -80,6 +80,7 @@ struct Tally {
     spurious: AtomicU64,
     recommit: AtomicU64,
     reenter: AtomicU64,
+    coverage: AtomicU64,
 }
 
 thread_local! {
@@ -116,6 +117,16 @@ fn draw(api: Api) -> Scenario {
     if rng.gen_bool(0.125) {
         scenario = scenario.reenter();
     }
+    if api == Api::Flush {
+        // How far the flushes get: drawn per scenario, for one of the first three.
+        let n = rng.gen_range(0..3);
+        scenario = scenario.coverage(match rng.gen_range(0..5) {
+            0 => Coverage::Short(n),
+            1 => Coverage::Stale(n),
+            2 => Coverage::Beyond(n),
+            _ => Coverage::Target,
+        });
+    }
     scenario
 }
 
@@ -140,6 +151,7 @@ fn execution(api: Api, tally: &Tally) {
     count(&tally.spurious, scenario.choices.spurious_probability > 0.0);
     count(&tally.recommit, scenario.recommit);
     count(&tally.reenter, scenario.reenter);
+    count(&tally.coverage, scenario.coverage != Coverage::Target);
     scenario.execute();
 }
 
@@ -169,6 +181,10 @@ fn explore(name: &str, api: Api, scheduler: impl Scheduler + 'static, how: &str)
     let recommit = match api {
         Api::Lsn => format!(", recommit {}", n(&tally.recommit)),
         Api::Manager => String::new(),
+        Api::Flush => format!(
+            ", flushes covering less, stale or more {}",
+            n(&tally.coverage)
+        ),
     };
     println!(
         "verify: shuttle {name}, {how}, {schedules} schedules, 4-8 threads ({}), \
@@ -217,6 +233,16 @@ fn lsn_pct() {
     pct("lsn", Api::Lsn);
 }
 
+#[test]
+fn flush_random() {
+    random("flush", Api::Flush);
+}
+
+#[test]
+fn flush_pct() {
+    pct("flush", Api::Flush);
+}
+
 /// Replays a printed schedule (see the module documentation); does nothing unless
 /// `GC_SHUTTLE_REPLAY` is set.
 #[test]
@@ -227,7 +253,8 @@ fn replay() {
     let api = match std::env::var("GC_SHUTTLE_REPLAY_API").as_deref() {
         Ok("manager") => Api::Manager,
         Ok("lsn") => Api::Lsn,
-        other => panic!("set GC_SHUTTLE_REPLAY_API to manager or lsn, not {other:?}"),
+        Ok("flush") => Api::Flush,
+        other => panic!("set GC_SHUTTLE_REPLAY_API to manager, lsn or flush, not {other:?}"),
     };
     let tally = Arc::new(Tally::default());
     let report = ReportScenario(Arc::clone(&tally));

@@ -21,6 +21,10 @@
 //! - `WaitsBounded`: every caller sleeps once, plus once more per hand-off it was
 //!   offered and per deadline that passed or spurious wake-up it had: a waiter whose
 //!   timeout passed keeps sleeping as cheaply as before (no busy wait);
+//! - `NoRedundantFsync` (leader-writes): a flush never starts with a target the durable
+//!   LSN already covers, so a waiter handed the lead never runs one for nothing;
+//! - `FlushProgress` (leader-writes): `WriteZero` only for the leader of a flush that
+//!   made no progress, never for anyone else;
 //! - `ReentryRefused`: with `reenter`, each fsync closure calls the same manager again
 //!   from the leader's thread; that call returns `InvalidInput` at once, runs no fsync,
 //!   and the outer fsync goes on;
@@ -38,7 +42,7 @@ pub use loom as model;
 pub use shuttle as model;
 
 use group_commit::{
-    fired_choices, within_model, Config, FsyncManager, GroupCommit, ModelChoices, Stats,
+    fired_choices, within_model, Config, FsyncManager, GroupCommit, GroupFlush, ModelChoices, Stats,
 };
 use model::sync::Mutex;
 use std::cell::Cell;
@@ -59,6 +63,24 @@ pub enum Api {
     Manager,
     /// `GroupCommit::mark_written` + `commit`, the LSN front end.
     Lsn,
+    /// `GroupFlush::flush`, the leader-writes front end: no `mark_written`, and the
+    /// flush says how far it got (see [`Coverage`]).
+    Flush,
+}
+
+/// How far the flushes of the leader-writes front end get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coverage {
+    /// Each flush covers its target exactly.
+    Target,
+    /// The flush with this number covers one LSN less than its target.
+    Short(u64),
+    /// The flush with this number reports LSN 0: below the durable LSN once one
+    /// succeeded, otherwise no progress.
+    Stale(u64),
+    /// The flush with this number covers every record written when it started, beyond
+    /// its target when some committers have not asked yet.
+    Beyond(u64),
 }
 
 /// What the fsync closures do.
@@ -101,6 +123,8 @@ pub struct Scenario {
     pub choices: ModelChoices,
     /// Each fsync closure first calls the same manager again (a misuse it must refuse).
     pub reenter: bool,
+    /// Leader-writes front end: how far its flushes get.
+    pub coverage: Coverage,
 }
 
 impl Scenario {
@@ -113,6 +137,7 @@ impl Scenario {
             gather: Gather::Off,
             recommit: false,
             reenter: false,
+            coverage: Coverage::Target,
             choices: ModelChoices {
                 deadline_mask: 0,
                 spurious_mask: 0,
@@ -137,6 +162,12 @@ impl Scenario {
     /// With recommits of already-durable LSNs.
     pub const fn recommit(mut self) -> Self {
         self.recommit = true;
+        self
+    }
+
+    /// With flushes that get this far (leader-writes front end).
+    pub const fn coverage(mut self, coverage: Coverage) -> Self {
+        self.coverage = coverage;
         self
     }
 
@@ -195,6 +226,7 @@ impl Scenario {
 enum Front {
     Manager(FsyncManager),
     Lsn(GroupCommit),
+    Flush(GroupFlush),
 }
 
 impl Front {
@@ -202,6 +234,15 @@ impl Front {
         match self {
             Front::Manager(m) => m.stats(),
             Front::Lsn(g) => g.stats(),
+            Front::Flush(f) => f.stats(),
+        }
+    }
+
+    fn durable_lsn(&self) -> Option<u64> {
+        match self {
+            Front::Manager(_) => None,
+            Front::Lsn(g) => Some(g.durable_lsn()),
+            Front::Flush(f) => Some(f.durable_lsn()),
         }
     }
 }
@@ -232,6 +273,15 @@ struct Log {
     failure_returned: bool,
     /// Re-entrant calls made (and refused) from inside fsync closures.
     reentries: u64,
+    /// Leader-writes: the highest LSN a successful flush reported.
+    reported: u64,
+    /// Leader-writes: flushes that reported no more than `reported` before them (no
+    /// progress): each may fail its leader with `WriteZero`, nothing else may.
+    stalls: u64,
+    /// Leader-writes: calls that got `WriteZero`.
+    write_zero: u64,
+    /// Leader-writes: the highest LSN requested.
+    requested: u64,
 }
 
 /// How one call ended.
@@ -275,6 +325,10 @@ fn reenter(shared: &Shared) {
             let lsn = shared.log.lock().unwrap().next_lsn;
             g.commit(lsn, inner)
         }
+        Front::Flush(f) => {
+            let lsn = shared.log.lock().unwrap().next_lsn;
+            f.flush(lsn, |_| inner().map(|()| lsn)).map(drop)
+        }
     };
     assert!(
         result.is_err_and(|e| e.kind() == io::ErrorKind::InvalidInput) && !inner_ran.get(),
@@ -285,10 +339,28 @@ fn reenter(shared: &Shared) {
 
 /// The fsync closure: models the disk (see [`Log`]).
 fn fsync(shared: &Shared) -> io::Result<()> {
+    flush(shared, None).map(drop)
+}
+
+/// The flush of the leader-writes front end, told its `target`: makes durable the
+/// records up to the LSN it reports, as `Coverage` says.
+fn flush_to(shared: &Shared, target: u64) -> io::Result<u64> {
+    if let Some(durable) = shared.front.durable_lsn() {
+        assert!(
+            target > durable,
+            "NoRedundantFsync: a flush started with target {target}, durable already {durable}"
+        );
+    }
+    flush(shared, Some(target)).map(|covered| covered.expect("a flush reports"))
+}
+
+/// The disk: `target` is `Some` for the leader-writes front end, whose flush reports
+/// how far it got.
+fn flush(shared: &Shared, target: Option<u64>) -> io::Result<Option<u64>> {
     if shared.scenario.reenter {
         reenter(shared);
     }
-    let (number, snapshot) = {
+    let (number, snapshot, written_lsn) = {
         let mut log = shared.log.lock().unwrap();
         assert!(
             !log.fsync_running,
@@ -301,7 +373,7 @@ fn fsync(shared: &Shared) -> io::Result<()> {
         log.fsync_running = true;
         let number = log.fsyncs;
         log.fsyncs += 1;
-        (number, log.written)
+        (number, log.written, log.next_lsn)
     };
     // The lock is released here: the fsync runs while other callers write and arrive.
     let mut log = shared.log.lock().unwrap();
@@ -311,13 +383,28 @@ fn fsync(shared: &Shared) -> io::Result<()> {
         Fault::Panic(n) if n == number => Some(FailureKind::Panic),
         _ => None,
     };
-    match failure {
-        None => {
+    match (failure, target) {
+        (None, None) => {
             let lost = log.lost;
             log.durable |= snapshot & !lost;
-            Ok(())
+            Ok(None)
         }
-        Some(kind) => {
+        (None, Some(target)) => {
+            let covered = match shared.scenario.coverage {
+                Coverage::Short(n) if n == number => target - 1,
+                Coverage::Stale(n) if n == number => 0,
+                Coverage::Beyond(n) if n == number => written_lsn,
+                _ => target,
+            };
+            let lost = log.lost;
+            log.durable |= snapshot & lsns_up_to(covered) & !lost;
+            if covered <= log.reported {
+                log.stalls += 1;
+            }
+            log.reported = log.reported.max(covered);
+            Ok(Some(covered))
+        }
+        (Some(kind), _) => {
             // The kernel drops every dirty page: no later fsync can make them durable.
             let dirty = log.written & !log.durable;
             log.lost |= dirty;
@@ -363,6 +450,16 @@ fn check(shared: &Shared, outcome: Outcome, bit: u64, lsn: Option<u64>, after_fa
                 "FsyncBeforeReturn: Ok before an fsync that started after the write had completed"
             );
         }
+        Outcome::Err(io::ErrorKind::WriteZero, None) => {
+            // `FlushProgress`: only a leader whose flush made no progress gets this.
+            log.write_zero += 1;
+            assert!(
+                log.write_zero <= log.stalls,
+                "FlushProgress: WriteZero for {} calls, but only {} flushes made no progress",
+                log.write_zero,
+                log.stalls
+            );
+        }
         Outcome::Err(kind, raw) => match log.first_failure {
             None => panic!("NoOkAfterFailure: an Err with no failed fsync ({kind:?})"),
             Some(FailureKind::Eio) => assert_eq!(
@@ -378,12 +475,14 @@ fn check(shared: &Shared, outcome: Outcome, bit: u64, lsn: Option<u64>, after_fa
         },
         Outcome::Panicked => {}
     }
-    if outcome != Outcome::Ok {
+    if !matches!(
+        outcome,
+        Outcome::Ok | Outcome::Err(io::ErrorKind::WriteZero, None)
+    ) {
         log.failure_returned = true;
     }
-    if let (Front::Lsn(g), Some(lsn)) = (&shared.front, lsn) {
+    if let (Some(durable), Some(lsn)) = (shared.front.durable_lsn(), lsn) {
         // Observed under the log's lock, so the observations are totally ordered.
-        let durable = g.durable_lsn();
         assert!(
             durable >= log.highest_durable_seen,
             "DurableMonotonic: durable_lsn went from {} down to {durable}",
@@ -416,6 +515,27 @@ fn caller(shared: &Shared, me: usize) -> Vec<Outcome> {
             };
             let outcome = call(|| m.fsync(|| fsync(shared)));
             check(shared, outcome, bit, None, after_failure);
+            outcomes.push(outcome);
+        }
+        Front::Flush(f) => {
+            let (lsn, after_failure) = {
+                // The log buffer: records get their LSNs in order; no mark_written.
+                let mut log = shared.log.lock().unwrap();
+                log.next_lsn += 1;
+                let lsn = log.next_lsn;
+                log.written |= bit_of_lsn(lsn);
+                log.requested = log.requested.max(lsn);
+                (lsn, log.failure_returned)
+            };
+            let outcome = call(|| {
+                let durable = f.flush(lsn, |target| flush_to(shared, target))?;
+                assert!(
+                    durable >= lsn,
+                    "FsyncBeforeReturn: Ok({durable}) for LSN {lsn}"
+                );
+                Ok(())
+            });
+            check(shared, outcome, bit_of_lsn(lsn), Some(lsn), after_failure);
             outcomes.push(outcome);
         }
         Front::Lsn(g) => {
@@ -462,6 +582,7 @@ fn run(scenario: Scenario) {
             _ => FsyncManager::with_config(scenario.config()),
         }),
         Api::Lsn => Front::Lsn(GroupCommit::new(scenario.config())),
+        Api::Flush => Front::Flush(GroupFlush::new(scenario.config())),
     };
     let shared = Arc::new(Shared {
         scenario,
@@ -489,6 +610,7 @@ fn check_end_state(shared: &Shared) {
     let (failure, config) = match &shared.front {
         Front::Manager(m) => (m.failure(), m.config()),
         Front::Lsn(g) => (g.failure(), g.config()),
+        Front::Flush(f) => (f.failure(), f.config()),
     };
     assert_eq!(
         config.gathering(),
@@ -508,6 +630,16 @@ fn check_end_state(shared: &Shared) {
             "ErrorPreserved: failure() after a panic"
         ),
         (expected, got) => panic!("EndState: failure() is {got:?}, expected {expected:?}"),
+    }
+    if let Front::Flush(f) = &shared.front {
+        // A call raised the requested LSN unless its LSN was durable already.
+        let (requested, durable) = (f.requested_lsn(), f.durable_lsn());
+        assert!(
+            requested <= log.requested && requested.max(durable) >= log.requested,
+            "EndState: requested_lsn() {requested}, durable {durable}, highest asked {}",
+            log.requested
+        );
+        return;
     }
     let Front::Lsn(g) = &shared.front else {
         return;
@@ -583,26 +715,37 @@ fn check_stats(shared: &Shared, outcomes: &[Outcome]) {
         assert_eq!(log.reentries, log.fsyncs, "ReentryRefused: {why}");
     }
     assert_eq!(stats.waiting, 0, "{why}");
+    if shared.scenario.api == Api::Flush {
+        // Flushes that reported less than their target, and LSNs made durable.
+        assert_eq!(stats.covered, log.reported, "{why}");
+    }
     if shared.scenario.api == Api::Manager {
         // Each call is a new write: it can never be durable already.
         assert_eq!(stats.already_durable, 0, "{why}");
     }
     // `served` sums the group sizes of the successful fsyncs.
     let successful = stats.fsyncs - stats.failed_fsyncs;
-    let extra = stats.served - successful.min(stats.served);
-    assert!(stats.served >= successful, "{why}");
     assert!(stats.group_commits <= successful, "{why}");
-    assert!(extra >= stats.group_commits, "{why}");
-    assert_eq!(extra > 0, stats.group_commits > 0, "{why}");
-    if successful > 0 {
-        assert!(stats.largest_group >= 1, "{why}");
-        assert!(
-            stats.largest_group + (successful - 1) <= stats.served,
-            "{why}"
-        );
-        assert!(stats.served <= successful * stats.largest_group, "{why}");
+    assert!(stats.served <= successful * stats.largest_group, "{why}");
+    if shared.scenario.api == Api::Flush {
+        // A flush that covers less than its leader's LSN may serve nobody.
+        assert_eq!(stats.largest_group == 0, stats.served == 0, "{why}");
+        assert!(stats.served >= 2 * stats.group_commits, "{why}");
     } else {
-        assert_eq!(stats.largest_group, 0, "{why}");
+        // Every successful fsync serves at least its leader.
+        let extra = stats.served - successful.min(stats.served);
+        assert!(stats.served >= successful, "{why}");
+        assert!(extra >= stats.group_commits, "{why}");
+        assert_eq!(extra > 0, stats.group_commits > 0, "{why}");
+        if successful > 0 {
+            assert!(stats.largest_group >= 1, "{why}");
+            assert!(
+                stats.largest_group + (successful - 1) <= stats.served,
+                "{why}"
+            );
+        } else {
+            assert_eq!(stats.largest_group, 0, "{why}");
+        }
     }
     // A deadline choice fires only at a waiter's timed wait, and the waiter counts each
     // one; gathering deadlines are not choices and not timeouts.
@@ -638,6 +781,9 @@ pub fn properties(api: Api) -> &'static str {
         }
         Api::Lsn => {
             "FsyncBeforeReturn NoOkAfterFailure ErrorPreserved DurableMonotonic AtMostOneFsync StatsExact WaitsBounded ReentryRefused EndState held, no deadlock"
+        }
+        Api::Flush => {
+            "FsyncBeforeReturn NoOkAfterFailure ErrorPreserved DurableMonotonic AtMostOneFsync NoRedundantFsync FlushProgress StatsExact WaitsBounded ReentryRefused EndState held, no deadlock"
         }
     }
 }
