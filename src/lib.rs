@@ -61,10 +61,10 @@
 mod config;
 mod error;
 mod flush;
+mod group;
 mod lsn;
 mod manager;
 mod protocol;
-mod slot;
 mod stats;
 mod sync;
 #[cfg(feature = "trace")]

@@ -165,6 +165,14 @@ impl FsyncManager {
     }
 
     #[doc(hidden)]
+    #[cfg(any(feature = "loom", feature = "shuttle"))]
+    /// Whether this manager runs on the checker's primitives: in a checker build, one
+    /// built inside a loom or shuttle execution does, with or without `within_model`.
+    pub fn uses_checker_primitives(&self) -> bool {
+        self.protocol.uses_checker_primitives()
+    }
+
+    #[doc(hidden)]
     /// Wakes every sleeping caller without a reason, as a spurious wake-up would. For
     /// tests of the protocol; not part of the stable API.
     pub fn wake_everyone_spuriously(&self) {

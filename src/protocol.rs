@@ -13,17 +13,16 @@
 //! - once `failure` is set it stays set; every call that arrives after it, and every
 //!   waiter the failed fsync (or one after it) would have served, gets its error. Only a
 //!   waiter already served by an earlier, successful fsync may still return `Ok`;
-//! - a waiter's slot is in exactly one list (`riders`, `next_group`) until whoever
-//!   decides its outcome takes it off, and then it is signalled `Served` or `Failed`
-//!   exactly once; a `Lead` signal leaves the slot where it is;
-//! - a waiter always has a way out without its timeout: its slot is in `riders` (the
-//!   running fsync will signal it), or in `next_group` while a leader gathers or syncs,
-//!   or while the oldest of the next group holds a `Lead` signal (`HandingOff`); `Idle`
-//!   never has a next group.
+//! - a waiter is a member of exactly one group, `riders` (the fsync in flight) or
+//!   `next` (the fsync after it), counted there by its LSN, until that group's outcome
+//!   is decided; each group's outcome is told once;
+//! - a waiter always has a way out without its timeout: its group is `riders` (the
+//!   running fsync will tell it), or `next` while a leader gathers or syncs, or while
+//!   `next` holds an offer of the lead (`HandingOff`); `Idle` never has a next group.
 
 use crate::config::{Config, Gathering};
 use crate::error::{invalid_input, Failure};
-use crate::slot::{Signal, Slot};
+use crate::group::{Group, Outcome, Wake};
 use crate::stats::{InFlight, Stats};
 use crate::sync::{leading, AtomicBool, AtomicU64, Condvar, Instant, Mutex, MutexGuard};
 use crate::sync::{Ordering, WaitKind};
@@ -65,8 +64,8 @@ enum Next {
     /// With the durable LSN (at least the caller's) or the error.
     Return(io::Result<u64>),
     Lead,
-    /// Sleep on this slot, which is in the list of the fsync that will serve the caller.
-    Wait(Arc<Slot>),
+    /// Sleep on this group, the one of the fsync that will serve the caller.
+    Wait(Arc<Group>),
 }
 
 /// How a finished fsync leaves its leader.
@@ -84,10 +83,15 @@ struct State {
     phase: Phase,
     /// fsyncs started so far; the one in flight, if any, has this number.
     started: u64,
-    /// The slots of the waiters the fsync in flight will serve, oldest first.
-    riders: Vec<Arc<Slot>>,
-    /// The slots of the waiters for the fsync after it, oldest first.
-    next_group: Vec<Arc<Slot>>,
+    /// The group of the fsync in flight (or of the last one), and its members' LSNs.
+    riders: Arc<Group>,
+    rider_lsns: Vec<u64>,
+    /// When the oldest member of `riders` started to wait, for `Stats::longest_wait`.
+    riders_since: Option<Instant>,
+    /// The group waiting for the fsync after it: the next leader's companions.
+    next: Arc<Group>,
+    next_lsns: Vec<u64>,
+    next_since: Option<Instant>,
     failure: Option<Failure>,
     /// Companions a gathering leader waits for.
     gather_until: u64,
@@ -118,8 +122,12 @@ impl State {
             durable: 0,
             phase: Phase::Idle,
             started: 0,
-            riders: Vec::new(),
-            next_group: Vec::new(),
+            riders: Arc::new(Group::new()),
+            rider_lsns: Vec::new(),
+            riders_since: None,
+            next: Arc::new(Group::new()),
+            next_lsns: Vec::new(),
+            next_since: None,
             failure: None,
             gather_until: 0,
             recently_active: 0,
@@ -132,7 +140,7 @@ impl State {
 
     /// The decision every critical section of an arriving caller ends with: a call that
     /// arrives after a failure is refused whatever its LSN.
-    fn decide(&self, lsn: u64) -> Next {
+    fn decide(&mut self, lsn: u64) -> Next {
         if let Some(failure) = &self.failure {
             return Next::Return(Err(failure.to_io_error()));
         }
@@ -141,12 +149,30 @@ impl State {
         }
         match self.phase {
             Phase::Idle | Phase::HandingOff => Next::Lead,
-            _ => Next::Wait(Arc::new(Slot::new(Instant::now(), lsn))),
+            _ => Next::Wait(self.join_group(lsn)),
         }
     }
 
     fn waiting(&self) -> u64 {
-        (self.riders.len() + self.next_group.len()) as u64
+        (self.rider_lsns.len() + self.next_lsns.len()) as u64
+    }
+
+    /// `JoinGroup`: count the caller in the group of the fsync that will serve it (the
+    /// one in flight if its target covers `lsn`, otherwise the next).
+    fn join_group(&mut self, lsn: u64) -> Arc<Group> {
+        match self.phase {
+            Phase::Syncing { target } if lsn <= target => {
+                self.rider_lsns.push(lsn);
+                Arc::clone(&self.riders)
+            }
+            _ => {
+                if self.next_lsns.is_empty() {
+                    self.next_since = Some(Instant::now());
+                }
+                self.next_lsns.push(lsn);
+                Arc::clone(&self.next)
+            }
+        }
     }
 
     #[cfg(feature = "trace")]
@@ -156,8 +182,8 @@ impl State {
             durable: self.durable,
             phase: self.phase,
             started: self.started,
-            riders: self.riders.len() as u64,
-            next_group: self.next_group.len() as u64,
+            riders: self.rider_lsns.len() as u64,
+            next_group: self.next_lsns.len() as u64,
             failed: self.failure.is_some(),
             gather_until: self.gather_until,
             recently_active: self.recently_active,
@@ -318,10 +344,10 @@ impl Protocol {
                 result
             }
             Next::Lead => self.lead(st, lsn, flush),
-            Next::Wait(slot) => {
+            Next::Wait(group) => {
                 step!(st, "Wait", lsn);
                 drop(st);
-                self.await_signal(&slot, lsn, flush)
+                self.await_outcome(group, lsn, flush)
             }
         }
     }
@@ -332,50 +358,50 @@ impl Protocol {
         match &next {
             Next::Return(Ok(_)) => st.stats.already_durable += 1,
             Next::Return(Err(_)) => st.stats.failed_requests += 1,
-            Next::Wait(slot) => self.join_group(st, lsn, slot),
+            Next::Wait(_) => self.wake_gatherer(st),
             Next::Lead => {}
         }
         step!(st, "Arrive", lsn);
         next
     }
 
-    /// `JoinGroup`: put the caller's slot in the list of the fsync that will serve it
-    /// (the one in flight if its target covers `lsn`, otherwise the next), and wake a
-    /// gathering leader once it has the companions it waits for.
-    fn join_group(&self, st: &mut State, lsn: u64, slot: &Arc<Slot>) {
-        match st.phase {
-            Phase::Syncing { target } if lsn <= target => st.riders.push(Arc::clone(slot)),
-            _ => {
-                st.next_group.push(Arc::clone(slot));
-                if st.phase == Phase::Gathering && st.next_group.len() as u64 == st.gather_until {
-                    self.gatherer.notify_one();
-                }
-            }
+    /// A gathering leader wakes once it has the companions it waits for.
+    fn wake_gatherer(&self, st: &State) {
+        if st.phase == Phase::Gathering && st.next_lsns.len() as u64 == st.gather_until {
+            self.gatherer.notify_one();
         }
     }
 
-    /// `Wait` on the caller's own slot, ended by its signal (`WakeServed`, `WakeFailed`,
-    /// `TakeLead`) or by `Timeout`. Only a timeout or a hand-off takes the lock again.
-    fn await_signal<F>(&self, slot: &Arc<Slot>, lsn: u64, flush: F) -> io::Result<u64>
+    /// `Wait` on the caller's group, ended by its outcome (`WakeServed`, `WakeFailed`,
+    /// `Requeue`), an offer of the lead (`TakeLead`), or `Timeout`. A served waiter
+    /// returns without the protocol's lock; the others take it once more.
+    fn await_outcome<F>(&self, mut group: Arc<Group>, lsn: u64, flush: F) -> io::Result<u64>
     where
         F: FnMut(u64) -> io::Result<u64>,
     {
         let timeout = self.config.waiter_timeout();
-        let mut deadline = slot.since.checked_add(timeout);
+        let mut deadline = Instant::now().checked_add(timeout);
         loop {
-            match slot.wait(deadline) {
-                // Published before the signal was written: covers `lsn`.
-                Some(Signal::Served) => return Ok(self.durable_lsn()),
-                Some(Signal::Failed(failure)) => return Err(failure.to_io_error()),
-                Some(Signal::Lead) => {
+            match group.wait(deadline) {
+                Wake::Outcome(Outcome::Durable(durable)) if lsn <= durable => return Ok(durable),
+                Wake::Outcome(Outcome::Failed(failure)) => return Err(failure.to_io_error()),
+                Wake::Outcome(Outcome::Durable(_)) => {
                     let mut st = self.state.lock();
-                    if self.take_lead(&mut st, slot, lsn) {
+                    match self.requeue(&mut st, lsn) {
+                        Next::Return(result) => return result,
+                        Next::Lead => return self.lead(st, lsn, flush),
+                        Next::Wait(again) => group = again,
+                    }
+                }
+                Wake::Lead => {
+                    let mut st = self.state.lock();
+                    if self.take_lead(&mut st, &group, lsn) {
                         return self.lead(st, lsn, flush);
                     }
                 }
-                None => {
+                Wake::TimedOut => {
                     let mut st = self.state.lock();
-                    if self.timeout(&mut st, slot, lsn) {
+                    if self.timeout(&mut st, &group, lsn) {
                         return self.lead(st, lsn, flush);
                     }
                     drop(st);
@@ -386,40 +412,54 @@ impl Protocol {
         }
     }
 
-    /// `TakeLead`: a waiter signalled to lead leads if nobody does yet and its slot is
-    /// still in the next group. Otherwise somebody who was already running took the
-    /// lead first, and the slot now rides that leader's fsync (or has been taken off to
-    /// be signalled): the waiter sleeps on it again. Returns whether it leads.
-    fn take_lead(&self, st: &mut State, slot: &Arc<Slot>, lsn: u64) -> bool {
-        let leads = Self::claim_lead(st, slot);
+    /// `Requeue`: a rider that the flush it rode did not cover (it reported less than
+    /// its target) decides again, as an arrival would, without counting a new request.
+    fn requeue(&self, st: &mut State, lsn: u64) -> Next {
+        let next = st.decide(lsn);
+        match &next {
+            Next::Return(Ok(_)) => st.stats.served += 1,
+            Next::Return(Err(_)) => st.stats.failed_requests += 1,
+            Next::Wait(_) => self.wake_gatherer(st),
+            Next::Lead => {}
+        }
+        st.stats.requeued += 1;
+        step!(st, "Requeue", lsn);
+        next
+    }
+
+    /// `TakeLead`: a waiter that took the offer of the lead leads if nobody does yet
+    /// and its group is still the next one. Otherwise somebody who was already running
+    /// took the lead first, and the group rides that leader's fsync: the waiter sleeps
+    /// again. Returns whether it leads.
+    fn take_lead(&self, st: &mut State, group: &Arc<Group>, lsn: u64) -> bool {
+        let leads = Self::claim_lead(st, group, lsn);
         step!(st, "TakeLead", lsn);
         leads
     }
 
     /// `Timeout`: the safety net. The waiter counts the expiry and checks, on its own,
-    /// that somebody will signal it: a slot still in the next group while nobody leads
-    /// is orphaned (or at least free to lead), and its owner leads, within the protocol,
-    /// so never beside another fsync. Returns whether it leads.
-    fn timeout(&self, st: &mut State, slot: &Arc<Slot>, lsn: u64) -> bool {
+    /// that somebody will tell its group: a next group while nobody leads is orphaned
+    /// (or at least free to lead), and the waiter leads, within the protocol, so never
+    /// beside another fsync. Returns whether it leads.
+    fn timeout(&self, st: &mut State, group: &Arc<Group>, lsn: u64) -> bool {
         st.stats.timeouts += 1;
-        let leads = Self::claim_lead(st, slot);
+        let leads = Self::claim_lead(st, group, lsn);
         step!(st, "Timeout", lsn);
         leads
     }
 
-    /// Takes the waiter's slot off the next group to lead, if nobody leads (and nothing
-    /// failed: then the slot is off every list already).
-    fn claim_lead(st: &mut State, slot: &Arc<Slot>) -> bool {
-        if !matches!(st.phase, Phase::Idle | Phase::HandingOff) {
-            return false;
+    /// Leaves the next group to lead it, if nobody leads (and nothing failed: a failure
+    /// leaves the phase `Idle` with the group told).
+    fn claim_lead(st: &mut State, group: &Arc<Group>, lsn: u64) -> bool {
+        let free = matches!(st.phase, Phase::Idle | Phase::HandingOff)
+            && st.failure.is_none()
+            && Arc::ptr_eq(group, &st.next);
+        if free {
+            let at = st.next_lsns.iter().position(|&l| l == lsn);
+            st.next_lsns
+                .swap_remove(at.expect("a member of the next group is counted"));
         }
-        match st.next_group.iter().position(|s| Arc::ptr_eq(s, slot)) {
-            Some(at) => {
-                st.next_group.remove(at);
-                true
-            }
-            None => false,
-        }
+        free
     }
 
     /// `BecomeLeader`, then `Gather` when it applies, `StartFsync`, `RunFsync` and
@@ -465,7 +505,7 @@ impl Protocol {
         let (companions, longest) = match self.config.gathering() {
             Gathering::Off => return None,
             // A lone leader does not wait: nobody is there to gather with (F8).
-            Gathering::Fixed { .. } if st.next_group.is_empty() => return None,
+            Gathering::Fixed { .. } if st.next_lsns.is_empty() => return None,
             Gathering::Fixed {
                 threshold,
                 interval,
@@ -479,7 +519,7 @@ impl Protocol {
                 max_wait.min(st.last_fsync_time / 2),
             ),
         };
-        ((st.next_group.len() as u64) < companions && !longest.is_zero())
+        ((st.next_lsns.len() as u64) < companions && !longest.is_zero())
             .then_some((companions, longest))
     }
 
@@ -492,11 +532,11 @@ impl Protocol {
         longest: Duration,
     ) -> MutexGuard<'a, State> {
         st.gather_until = companions;
-        let before = st.next_group.len() as u64;
+        let before = st.next_lsns.len() as u64;
         let began = Instant::now();
         match began.checked_add(longest) {
             Some(deadline) => {
-                while (st.next_group.len() as u64) < companions {
+                while (st.next_lsns.len() as u64) < companions {
                     let timed_out;
                     (st, timed_out) = self.gatherer.wait_until(st, deadline, WaitKind::Gather);
                     if timed_out {
@@ -505,7 +545,7 @@ impl Protocol {
                 }
             }
             None => {
-                while (st.next_group.len() as u64) < companions {
+                while (st.next_lsns.len() as u64) < companions {
                     st = self.gatherer.wait(st);
                 }
             }
@@ -513,7 +553,7 @@ impl Protocol {
         let waited = began.elapsed();
         st.stats.longest_wait = st.stats.longest_wait.max(waited);
         if matches!(self.config.gathering(), Gathering::Adaptive { .. }) {
-            let gained = st.next_group.len() as u64 - before;
+            let gained = st.next_lsns.len() as u64 - before;
             Self::judge_gather(&mut st, before + 1, gained, waited);
         }
         st
@@ -540,25 +580,28 @@ impl Protocol {
         let target = st.written;
         st.phase = Phase::Syncing { target };
         debug_assert!(
-            st.riders.is_empty(),
+            st.rider_lsns.is_empty(),
             "riders of a finished fsync left behind"
         );
-        std::mem::swap(&mut st.riders, &mut st.next_group);
+        st.riders = std::mem::replace(&mut st.next, Arc::new(Group::new()));
+        std::mem::swap(&mut st.rider_lsns, &mut st.next_lsns);
+        st.riders_since = st.next_since.take();
         st.fsync_began = Some(Instant::now());
         st.stats.fsyncs += 1;
         target
     }
 
-    /// `FinishFsync`: record the outcome before anybody else can start an fsync, and
-    /// take off their lists the waiters it served; then, outside the lock, `HandOff` to
-    /// the oldest caller still queued and `WakeRiders`, each through its own slot.
+    /// `FinishFsync`: record the outcome before anybody else can start an fsync; then,
+    /// outside the lock, `HandOff` (offer the lead to the next group) and `WakeRiders`
+    /// (tell the riders' group the durable LSN, one `notify_all`).
     ///
     /// A flush reports how far it made the log durable (`covered`, the target for the
-    /// closure and LSN front ends). Everybody at or below it is served, riders and next
-    /// group alike (so a waiter handed the lead is never one it covers); riders above it
-    /// go back to the head of the queue. If the leader's own LSN is not covered, it
-    /// leads again when the flush made progress, and gets an error when it made none:
-    /// never an `Ok` for an uncovered LSN, never a loop without progress.
+    /// closure and LSN front ends). The riders at or below it are served; those above
+    /// it `Requeue` when woken. A next group that it covers whole is served too, so the
+    /// lead is never offered to a group with nothing left to flush. If the leader's own
+    /// LSN is not covered, it leads again when the flush made progress, and gets an
+    /// error when it made none: never an `Ok` for an uncovered LSN, never a loop without
+    /// progress.
     fn finish_fsync(
         &self,
         target: u64,
@@ -573,17 +616,17 @@ impl Protocol {
         let covered = match outcome {
             Ok(Ok(covered)) => covered,
             Ok(Err(error)) => {
-                let (failure, unserved) = self.poison(&mut st, Failure::from_error(&error));
+                let (failure, told) = self.poison(&mut st, Failure::from_error(&error));
                 step!(st, "FailFsync", lsn);
                 drop(st);
-                Self::wake_failed(unserved, &failure);
+                Self::wake_failed(told, failure);
                 return Finish::Return(Err(error));
             }
             Err(panic) => {
-                let (failure, unserved) = self.poison(&mut st, Failure::from_panic());
+                let (failure, told) = self.poison(&mut st, Failure::from_panic());
                 step!(st, "PanicFsync", lsn);
                 drop(st);
-                Self::wake_failed(unserved, &failure);
+                Self::wake_failed(told, failure);
                 resume_unwind(panic)
             }
         };
@@ -592,102 +635,104 @@ impl Protocol {
             st.stats.short_fsyncs += 1;
         }
         // `durable` never decreases: a flush that reports less covers nothing new.
-        st.durable = covered.max(before);
-        self.durable.store(st.durable, Ordering::Release);
-        st.stats.covered += st.durable - before;
-        let served = Self::take_served(&mut st);
-        let leader_served = lsn <= st.durable;
-        let group = served.len() as u64 + u64::from(leader_served);
+        let durable = covered.max(before);
+        st.durable = durable;
+        self.durable.store(durable, Ordering::Release);
+        st.stats.covered += durable - before;
+        // A group nobody joined is not told: its wake-up would reach no one.
+        let riders = (!st.rider_lsns.is_empty()).then(|| Arc::clone(&st.riders));
+        Self::note_longest_wait(&mut st);
+        let mut served = Self::take_group(&mut st.rider_lsns, durable);
+        let next_served = !st.next_lsns.is_empty() && st.next_lsns.iter().all(|&l| l <= durable);
+        let next_group = next_served.then(|| {
+            served += st.next_lsns.len() as u64;
+            st.next_lsns.clear();
+            st.next_since = None;
+            std::mem::replace(&mut st.next, Arc::new(Group::new()))
+        });
+        let leader_served = lsn <= durable;
+        let group = served + u64::from(leader_served);
         st.stats.served += group;
         st.stats.largest_group = st.stats.largest_group.max(group);
         if group > 1 {
             st.stats.group_commits += 1;
         }
         st.recently_active = group + st.waiting();
-        if let Some(oldest) = served.first() {
-            st.stats.longest_wait = st.stats.longest_wait.max(oldest.since.elapsed());
-        }
         let result = if leader_served {
-            Ok(st.durable)
-        } else if st.durable > before {
+            Ok(durable)
+        } else if durable > before {
             // Progress, but not to this leader's LSN: it keeps the lead (`Gathering`
             // says a leader exists and no fsync runs) and flushes again once the
             // callers it served are woken.
             st.phase = Phase::Gathering;
             step!(st, "FinishFsync", lsn);
             drop(st);
-            Self::wake_served(served);
+            Self::wake_riders(riders, next_group, durable);
             return Finish::LeadAgain;
         } else {
             st.stats.failed_requests += 1;
             Err(no_progress(covered, before, lsn))
         };
-        // The oldest still queued is told to lead, and keeps its place: whoever leads
-        // first, the queue rides that fsync.
-        let next_leader = st.next_group.first().map(Arc::clone);
-        st.phase = if next_leader.is_some() {
+        let hand_off = !st.next_lsns.is_empty();
+        st.phase = if hand_off {
             st.stats.hand_offs += 1;
             Phase::HandingOff
         } else {
             Phase::Idle
         };
+        let next = Arc::clone(&st.next);
         step!(st, "FinishFsync", lsn);
         drop(st);
-        if let Some(next_leader) = next_leader {
-            next_leader.signal(Signal::Lead);
+        if hand_off {
+            next.offer_lead();
         }
-        Self::wake_served(served);
+        Self::wake_riders(riders, next_group, durable);
         Finish::Return(result)
     }
 
-    /// Takes off their lists the slots whose LSN is now durable; riders it does not cover
-    /// go back to the head of the next group (they are older than everyone in it).
-    fn take_served(st: &mut State) -> Vec<Arc<Slot>> {
-        let durable = st.durable;
-        let mut riders = std::mem::take(&mut st.riders);
-        if riders.iter().all(|slot| slot.lsn <= durable) && st.next_group.is_empty() {
-            return riders;
+    /// The riders' wait ends now (and the next group's, if it is told too).
+    fn note_longest_wait(st: &mut State) {
+        let oldest = st.riders_since.take().into_iter().chain(st.next_since);
+        if let Some(since) = oldest.min() {
+            st.stats.longest_wait = st.stats.longest_wait.max(since.elapsed());
         }
-        let (mut served, mut queued): (Vec<_>, Vec<_>) =
-            riders.drain(..).partition(|slot| slot.lsn <= durable);
-        for slot in st.next_group.drain(..) {
-            if slot.lsn <= durable {
-                served.push(slot);
-            } else {
-                queued.push(slot);
-            }
-        }
-        st.next_group = queued;
+    }
+
+    /// Counts the members `durable` serves and forgets them all: those it does not
+    /// serve will `Requeue` when woken.
+    fn take_group(lsns: &mut Vec<u64>, durable: u64) -> u64 {
+        let served = lsns.iter().filter(|&&l| l <= durable).count() as u64;
+        lsns.clear();
         served
     }
 
-    /// `WakeRiders`: each waiter the fsync served is told so.
-    fn wake_served(served: Vec<Arc<Slot>>) {
-        for slot in served {
-            slot.signal(Signal::Served);
+    /// `WakeRiders`: the riders' group (and a next group served whole) is told.
+    fn wake_riders(riders: Option<Arc<Group>>, next: Option<Arc<Group>>, durable: u64) {
+        for group in riders.into_iter().chain(next) {
+            group.finish(Outcome::Durable(durable));
         }
     }
 
     /// A failed or panicked fsync poisons the manager before anyone else can start one;
-    /// every waiter is taken off the lists, to be told the failure.
-    fn poison(&self, st: &mut State, failure: Failure) -> (Failure, Vec<Arc<Slot>>) {
+    /// both groups are to be told the failure.
+    fn poison(&self, st: &mut State, failure: Failure) -> (Failure, [Arc<Group>; 2]) {
         st.failure = Some(failure.clone());
         self.poisoned.store(true, Ordering::Release);
-        let mut unserved = std::mem::take(&mut st.riders);
-        unserved.append(&mut st.next_group);
-        if let Some(since) = unserved.first().map(|slot| slot.since) {
-            st.stats.longest_wait = st.stats.longest_wait.max(since.elapsed());
-        }
+        let unserved = st.waiting();
+        Self::note_longest_wait(st);
+        st.rider_lsns.clear();
+        st.next_lsns.clear();
         st.stats.failed_fsyncs += 1;
-        st.stats.failed_requests += 1 + unserved.len() as u64;
+        st.stats.failed_requests += 1 + unserved;
         st.phase = Phase::Idle;
-        (failure, unserved)
+        let told = [Arc::clone(&st.riders), Arc::clone(&st.next)];
+        (failure, told)
     }
 
     /// `WakeFailed`: each waiter the failure left unserved is told it.
-    fn wake_failed(unserved: Vec<Arc<Slot>>, failure: &Failure) {
-        for slot in unserved {
-            slot.signal(Signal::Failed(failure.clone()));
+    fn wake_failed(told: [Arc<Group>; 2], failure: Failure) {
+        for group in told {
+            group.finish(Outcome::Failed(failure.clone()));
         }
     }
 
@@ -712,10 +757,17 @@ impl Protocol {
         };
         Some(InFlight {
             age: began.elapsed(),
-            riders: st.riders.len() as u64,
+            riders: st.rider_lsns.len() as u64,
             waiting: st.waiting(),
             target,
         })
+    }
+
+    /// Whether the protocol runs on the checker's primitives (a checker build, built
+    /// inside one of its executions).
+    #[cfg(any(feature = "loom", feature = "shuttle"))]
+    pub(crate) fn uses_checker_primitives(&self) -> bool {
+        self.state.is_model()
     }
 
     pub(crate) fn durable_lsn(&self) -> u64 {
@@ -734,9 +786,8 @@ impl Protocol {
     /// does. For tests.
     pub(crate) fn wake_everyone_spuriously(&self) {
         let st = self.state.lock();
-        for slot in st.riders.iter().chain(&st.next_group) {
-            slot.nudge();
-        }
+        st.riders.nudge();
+        st.next.nudge();
         self.gatherer.notify_all();
     }
 }

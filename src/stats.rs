@@ -27,7 +27,8 @@ pub struct Stats {
     /// waiting and without an fsync.
     pub already_durable: u64,
     /// Calls answered `Ok` by an fsync: for each successful fsync, its leader and every
-    /// waiter it covered (the sum of group sizes).
+    /// waiter it covered (the sum of group sizes), and each requeued waiter (see
+    /// `requeued`) that found its LSN durable when it decided again.
     pub served: u64,
     /// Calls answered with an error: bad input, a failed or panicked fsync (its leader
     /// included), or a manager already poisoned.
@@ -46,9 +47,13 @@ pub struct Stats {
     pub covered: u64,
     /// The most calls one fsync served.
     pub largest_group: u64,
-    /// Times a finished leader signalled the oldest waiter of the next group to lead
-    /// (that waiter leads unless a caller already running took the lead first).
+    /// Times a finished leader offered the lead to the next group (one member takes it,
+    /// and leads unless a caller already running took the lead first).
     pub hand_offs: u64,
+    /// Waiters that a flush they rode did not cover (it reported less than its target),
+    /// and that decided again: each leads, waits for a later flush, or finds its LSN
+    /// made durable meanwhile.
+    pub requeued: u64,
     /// Times a waiter's timeout expired (it then checks on its own that somebody
     /// leads, and waits again if so: it never fsyncs outside the protocol).
     pub timeouts: u64,

@@ -228,3 +228,27 @@ fn flush_4_threads() {
         ],
     );
 }
+
+/// An adopter's own loom test builds a manager inside `loom::model` and nothing else:
+/// the manager must run on loom's primitives (std's would hide every interleaving of
+/// the protocol from loom, or block the model's one OS thread), and outside a model on
+/// std's.
+#[test]
+fn adopter_tests_need_no_within_model() {
+    use group_commit::FsyncManager;
+    loom::model(|| {
+        let manager = Arc::new(FsyncManager::new(0, 0));
+        assert!(
+            manager.uses_checker_primitives(),
+            "a manager built inside loom::model uses std primitives"
+        );
+        let other = {
+            let manager = Arc::clone(&manager);
+            loom::thread::spawn(move || manager.fsync(|| Ok(())))
+        };
+        manager.fsync(|| Ok(())).unwrap();
+        other.join().unwrap().unwrap();
+        assert_eq!(manager.stats().requests, 2);
+    });
+    assert!(!FsyncManager::new(0, 0).uses_checker_primitives());
+}

@@ -266,3 +266,27 @@ fn replay() {
     drop(report);
     println!("shuttle: the schedule replayed without a failure");
 }
+
+/// An adopter's own shuttle test builds a manager inside `shuttle::check_*` and nothing
+/// else: the manager must run on shuttle's primitives, and outside on std's.
+#[test]
+fn adopter_tests_need_no_within_model() {
+    use group_commit::GroupFlush;
+    shuttle::check_random(
+        || {
+            let log = Arc::new(GroupFlush::new(group_commit::Config::default()));
+            assert!(
+                log.uses_checker_primitives(),
+                "a manager built inside a shuttle test uses std primitives"
+            );
+            let other = {
+                let log = Arc::clone(&log);
+                shuttle::thread::spawn(move || log.flush(2, Ok))
+            };
+            log.flush(1, Ok).unwrap();
+            assert!(other.join().unwrap().unwrap() >= 2);
+        },
+        1_000,
+    );
+    assert!(!GroupFlush::new(group_commit::Config::default()).uses_checker_primitives());
+}

@@ -114,8 +114,42 @@ pub fn within_model<R>(choices: ModelChoices, body: impl FnOnce() -> R) -> R {
     body()
 }
 
-fn in_model() -> bool {
-    RUN.with(|run| run.borrow().is_some())
+/// Whether objects built now should be the checker's: inside [`within_model`], or
+/// inside any execution of the checker at all. So an adopter's own loom or shuttle
+/// tests that build a manager get the checker's primitives with no change: only the
+/// feature. (`within_model` remains the way to script deadlines and spurious wake-ups.)
+pub(crate) fn in_model() -> bool {
+    RUN.with(|run| run.borrow().is_some()) || in_checker_execution()
+}
+
+/// Shuttle says whether a task is running, without panicking.
+#[cfg(not(feature = "loom"))]
+fn in_checker_execution() -> bool {
+    shuttle::current::try_get_current_task().is_some()
+}
+
+/// Loom has no such question: its runtime panics when asked anything outside an
+/// execution. Ask it something harmless and catch the panic, silenced.
+#[cfg(feature = "loom")]
+fn in_checker_execution() -> bool {
+    use std::cell::Cell;
+    use std::sync::Once;
+    std::thread_local! {
+        static PROBING: Cell<bool> = const { Cell::new(false) };
+    }
+    static SILENCE_PROBES: Once = Once::new();
+    SILENCE_PROBES.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !PROBING.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    PROBING.with(|probing| probing.set(true));
+    let inside = std::panic::catch_unwind(|| drop(model::thread::current())).is_ok();
+    PROBING.with(|probing| probing.set(false));
+    inside
 }
 
 enum Choice {
@@ -124,13 +158,14 @@ enum Choice {
     DeadlinePassed,
 }
 
-/// `deadline` is `None` for an untimed wait.
+/// `deadline` is `None` for an untimed wait. Outside [`within_model`] (an adopter's
+/// own checker test) no deadline passes and no wake-up is spurious.
 fn choose(deadline: Option<Instant>) -> Choice {
     RUN.with(|run| {
         let mut run = run.borrow_mut();
-        let run = run
-            .as_mut()
-            .expect("a model primitive used outside within_model");
+        let Some(run) = run.as_mut() else {
+            return Choice::Block;
+        };
         run.fired.waits = run.fired.waits.saturating_add(1);
         if deadline.is_some_and(|d| run.passed.contains(&d)) {
             return Choice::DeadlinePassed;
@@ -209,6 +244,11 @@ impl<T> Mutex<T> {
         } else {
             Mutex::Std(std::sync::Mutex::new(value))
         }
+    }
+
+    /// Whether this is the checker's mutex (not std's).
+    pub(crate) fn is_model(&self) -> bool {
+        matches!(self, Mutex::Model(_))
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
