@@ -65,11 +65,13 @@ fn draw() -> Scenario {
     // Device operations in a life: the recovery's truncation and sync, then a write
     // and at most one sync per record.
     let ops = 2 + 2 * u64::from(committers * records);
-    let mut lives = [LifePlan::default(); LIVES];
+    let mut lives = [None; LIVES];
     for life in &mut lives {
-        life.cut_after = rng.gen_bool(0.8).then(|| rng.gen_range(0..=ops));
-        life.failing_sync = rng.gen_bool(0.15).then(|| rng.gen_range(0..4));
-        life.failing_write = rng.gen_bool(0.1).then(|| rng.gen_range(0..4));
+        *life = Some(LifePlan {
+            cut_after: rng.gen_bool(0.8).then(|| rng.gen_range(0..=ops)),
+            failing_sync: rng.gen_bool(0.15).then(|| rng.gen_range(0..4)),
+            failing_write: rng.gen_bool(0.1).then(|| rng.gen_range(0..4)),
+        });
     }
     let mut chance = || {
         if rng.gen_bool(0.5) {

@@ -2,7 +2,7 @@
 //! on the simulated device of `support/sim.rs`, with the assertions every explored
 //! execution must pass. Shared by `tests/wal_shuttle.rs` and `tests/wal_loom.rs`.
 //!
-//! An execution runs [`LIVES`] lives of the log. Each life opens the log (recovery),
+//! An execution runs up to [`LIVES`] lives of the log. Each life opens the log (recovery),
 //! then `committers` threads each append `records` records and commit each one; the
 //! power goes out after a chosen number of device operations (during the recovery, the
 //! appends or the syncs), or once the committers are done. Every crash image the device
@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Lives of the log in one execution, each ended by a power cut.
+/// The most lives of the log in one execution, each ended by a power cut.
 pub const LIVES: usize = 2;
 /// The most committer threads a scenario may have.
 pub const MAX_COMMITTERS: u32 = 4;
@@ -98,8 +98,8 @@ pub struct Scenario {
     pub gathering: bool,
     /// The device's seed: which volatile operations a crash keeps, drops or tears.
     pub seed: u64,
-    /// Per life.
-    pub lives: [LifePlan; LIVES],
+    /// Per life; the lives run in order, up to the first `None`.
+    pub lives: [Option<LifePlan>; LIVES],
     /// How the manager's waits end.
     pub choices: ModelChoices,
 }
@@ -334,7 +334,7 @@ fn run(scenario: Scenario, tally: &Tally) {
         history: Vec::new(),
         acked: 0,
     };
-    for (life, plan) in scenario.lives.iter().enumerate() {
+    for (life, plan) in scenario.lives.iter().map_while(|plan| *plan).enumerate() {
         if let Some(n) = plan.failing_sync {
             device.fail_syncs(Plan::Once(n), EIO);
         }
