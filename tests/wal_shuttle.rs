@@ -5,7 +5,7 @@
 //! execution runs the checks of `wal_harness`.
 //!
 //! Run: `cargo test --release --features shuttle --test wal_shuttle -- --nocapture`.
-//! Each test runs `GC_WAL_SHUTTLE_ITERATIONS` schedules (default 20,000);
+//! Each test runs `GC_WAL_SHUTTLE_ITERATIONS` schedules (default 100,000);
 //! `GC_SHUTTLE_PCT_DEPTH` sets PCT's depth (default 3).
 //!
 //! Each execution draws its scenario from shuttle's seeded randomness, so a schedule
@@ -35,7 +35,7 @@ use wal_harness::{LifePlan, Scenario, Tally, LIVES, MAX_COMMITTERS, PROPERTIES};
 
 /// Schedules per test.
 fn iterations() -> usize {
-    env_number("GC_WAL_SHUTTLE_ITERATIONS").unwrap_or(20_000)
+    env_number("GC_WAL_SHUTTLE_ITERATIONS").unwrap_or(100_000)
 }
 
 fn pct_depth() -> usize {
