@@ -5,8 +5,8 @@
 //! execution runs the checks of `wal_harness`.
 //!
 //! Run: `cargo test --release --features loom --test wal_loom -- --nocapture`.
-//! Preemption bound 3 with two committers, 2 with three (three at bound 3: 427,645
-//! executions, a minute); `GC_BOUND=n` sets both. `GC_MODEL_VERBOSE=1` prints each
+//! Preemption bound 3 with two committers, 2 with three (three at bound 3 take about a
+//! minute); `GC_BOUND=n` sets both. `GC_MODEL_VERBOSE=1` prints each
 //! mode's executions. A failure prints the mode and the number of the failing execution.
 
 #![cfg(feature = "loom")]
