@@ -19,7 +19,9 @@
 //! everything after it is cut off before the log takes new appends.
 //!
 //! The storage is a trait so that the same log runs on a real file and, in the tests, on
-//! a simulated device that forgets unsynced writes at a crash.
+//! a simulated device that forgets unsynced writes at a crash. So is the append lock:
+//! `std::sync::Mutex` by default, a model checker's mutex when a test explores the log's
+//! interleavings (`tests/wal_shuttle.rs`).
 //!
 //! Shared by `examples/wal.rs` and the tests (`#[path]`), so the tested log is the one the
 //! example runs.
@@ -27,6 +29,7 @@
 use group_commit::{Config, GroupCommit};
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::ops::DerefMut;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -299,17 +302,50 @@ impl StickyError {
     }
 }
 
-struct Tail {
+/// The end of the log, guarded by the append lock. Opaque outside this module.
+pub struct Tail {
     /// Where the next record goes: the LSN of the last record appended.
     end: u64,
     /// A failed write leaves the tail unknown (partly written?): no append after it.
     failed: Option<StickyError>,
 }
 
+/// The lock that serializes appends.
+///
+/// `std::sync::Mutex` by default. A test that runs the log under a model checker gives
+/// the checker's mutex instead: an append calls the manager with this lock held, which
+/// is a scheduling point for the checker, and a std mutex held across one blocks the
+/// single OS thread the checker runs every thread on.
+pub trait AppendLock: Send + Sync {
+    /// What [`lock`](Self::lock) hands out.
+    type Guard<'a>: DerefMut<Target = Tail>
+    where
+        Self: 'a;
+    /// A lock around `tail`.
+    fn new(tail: Tail) -> Self;
+    /// Waits for the lock and takes it.
+    fn lock(&self) -> Self::Guard<'_>;
+}
+
+impl AppendLock for Mutex<Tail> {
+    type Guard<'a> = MutexGuard<'a, Tail>;
+
+    fn new(tail: Tail) -> Self {
+        Mutex::new(tail)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tail> {
+        // The lock guards no invariant a panic could break halfway.
+        Mutex::lock(self).unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// The write-ahead log: append from many threads, commit by LSN with group commit.
-pub struct Wal<S: Storage> {
+///
+/// `L` is the append lock; leave it at its default outside model-checking tests.
+pub struct Wal<S: Storage, L: AppendLock = Mutex<Tail>> {
     storage: S,
-    tail: Mutex<Tail>,
+    tail: L,
     group: GroupCommit,
 }
 
@@ -317,6 +353,13 @@ impl<S: Storage> Wal<S> {
     /// Recovers the log on `storage`: scans it, cuts off whatever follows the last valid
     /// record, and makes that durable before anything new is appended.
     pub fn open(storage: S, config: Config) -> io::Result<(Self, Recovery)> {
+        Self::open_with_lock(storage, config)
+    }
+}
+
+impl<S: Storage, L: AppendLock> Wal<S, L> {
+    /// [`Wal::open`], with the append lock `L`.
+    pub fn open_with_lock(storage: S, config: Config) -> io::Result<(Self, Recovery)> {
         let bytes = storage.read_all()?;
         let recovery = scan(&bytes);
         if recovery.discarded > 0 {
@@ -333,7 +376,7 @@ impl<S: Storage> Wal<S> {
         }
         let wal = Wal {
             storage,
-            tail: Mutex::new(Tail {
+            tail: L::new(Tail {
                 end: recovery.end,
                 failed: None,
             }),
@@ -403,11 +446,8 @@ impl<S: Storage> Wal<S> {
         &self.storage
     }
 
-    fn lock_tail(&self) -> MutexGuard<'_, Tail> {
-        // The lock guards no invariant a panic could break halfway.
-        self.tail
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock_tail(&self) -> L::Guard<'_> {
+        self.tail.lock()
     }
 }
 

@@ -14,12 +14,33 @@
 //! with any errno; a failing write leaves a torn prefix behind. The power can be cut
 //! after a given number of operations, while threads are in the middle of appends and
 //! syncs: the crash image is drawn at that instant, and every later call fails with EIO.
+//!
+//! Built for a model checker (features `loom`, `shuttle`), the device's lock is the
+//! checker's: every call is a scheduling point, and so are a sync's start and its end,
+//! so the checker decides which appends land while a sync runs. The device must then be
+//! made inside the checker's execution.
 
 use super::Rng;
 use crate::log::Storage;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
+
+#[cfg(feature = "loom")]
+use loom::{
+    sync::{Mutex, MutexGuard},
+    thread::yield_now,
+};
+#[cfg(all(feature = "shuttle", not(feature = "loom")))]
+use shuttle::{
+    sync::{Mutex, MutexGuard},
+    thread::yield_now,
+};
+#[cfg(not(any(feature = "loom", feature = "shuttle")))]
+use std::{
+    sync::{Mutex, MutexGuard},
+    thread::yield_now,
+};
 
 /// When calls fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +110,10 @@ pub struct DeviceStats {
     pub calls_without_power: u64,
     /// Syncs started after some sync had failed (since the device was made).
     pub syncs_after_failure: u64,
+    /// Calls of `sync`, whatever their outcome.
+    pub sync_calls: u64,
+    /// Calls of `sync` that returned an error, whatever the cause.
+    pub sync_errors: u64,
 }
 
 /// What a crash did to the volatile operations.
@@ -378,7 +403,9 @@ impl Storage for SimDevice {
         // Start: fix what this sync covers, and whether it will fail.
         let (covers, boot, fails, errno, delay) = {
             let mut inner = self.lock();
+            inner.stats.sync_calls += 1;
             if !inner.power_on() {
+                inner.stats.sync_errors += 1;
                 return Err(os_error(EIO));
             }
             if inner.stats.failed_syncs > 0 {
@@ -399,7 +426,7 @@ impl Storage for SimDevice {
         };
         // The flush takes a while: appends may overlap it (and stay volatile).
         if delay.is_zero() {
-            std::thread::yield_now();
+            yield_now();
         } else {
             std::thread::sleep(delay);
         }
@@ -409,6 +436,7 @@ impl Storage for SimDevice {
         if inner.off.is_some() || inner.boots != boot {
             // The power went out during the flush: it never completed.
             inner.stats.failed_syncs += 1;
+            inner.stats.sync_errors += 1;
             return Err(os_error(EIO));
         }
         // Operations numbered below `covers` had completed when this sync started.
@@ -425,6 +453,7 @@ impl Storage for SimDevice {
         }
         if fails {
             inner.stats.failed_syncs += 1;
+            inner.stats.sync_errors += 1;
             return Err(os_error(errno));
         }
         inner.compact();
