@@ -85,3 +85,8 @@ pub use sync::{fired_choices, within_model, FiredChoices, ModelChoices};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeExamples;
+
+/// The migration guide's adapter, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/migration.md")]
+struct MigrationExamples;

@@ -1,8 +1,10 @@
 //! Checker primitives (loom, or shuttle when loom is off), with std as the fallback.
 //!
-//! Objects built inside [`within_model`] use the checker's primitives, so the checker
-//! explores every interleaving of the protocol's own code. Objects built anywhere else
-//! (doctests, ordinary tests in a checker build) use std, so those still run.
+//! Objects built inside a checker's execution (a `loom::model` or a shuttle test, with
+//! or without [`within_model`]) use the checker's primitives, so the checker explores
+//! every interleaving of the protocol's own code, an adopter's tests included. Objects
+//! built anywhere else (doctests, ordinary tests in a checker build) use std, so those
+//! still run.
 //!
 //! Neither checker ever times out a wait or wakes a thread spuriously. Both are made
 //! explicit here: each wait a waiter makes is numbered in execution order, and
@@ -82,6 +84,9 @@ thread_local! {
 /// Runs `body` so that the primitives it builds are the checker's, resolving waits as
 /// `choices` says. Call it at the start of each execution (inside `loom::model` or the
 /// closure given to shuttle), and join every thread the body spawns before it returns.
+/// Without it, a manager built inside an execution still uses the checker's primitives,
+/// with no deadline passing and no spurious wake-up: `within_model` is for scripting
+/// those.
 ///
 /// # Examples
 ///
