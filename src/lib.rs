@@ -58,6 +58,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod adaptive;
 mod config;
 mod error;
 mod flush;

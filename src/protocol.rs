@@ -20,6 +20,7 @@
 //!   running fsync will tell it), or `next` while a leader gathers or syncs, or while
 //!   `next` holds an offer of the lead (`HandingOff`); `Idle` never has a next group.
 
+use crate::adaptive::Adaptive;
 use crate::config::{Config, Gathering};
 use crate::error::{invalid_input, Failure};
 use crate::group::{Group, Outcome, Wake};
@@ -100,19 +101,13 @@ struct State {
     recently_active: u64,
     /// How long the last fsync took; adaptive gathering waits at most half of it.
     last_fsync_time: Duration,
-    /// Adaptive gathering's memory of whether waiting paid.
-    adaptive: AdaptiveMemory,
+    /// Adaptive gathering's measurements: whether leaders gather at all.
+    adaptive: Adaptive,
+    /// When adaptive gathering's current epoch began.
+    epoch_began: Option<Instant>,
     /// When the fsync in flight started.
     fsync_began: Option<Instant>,
     stats: Stats,
-}
-
-/// Whether adaptive gathering has been paying: after a gather that did not, the next
-/// `skip` leaders start at once, and each further miss doubles the pause (up to 256).
-#[derive(Clone, Copy, Debug, Default)]
-struct AdaptiveMemory {
-    skip: u32,
-    pause: u32,
 }
 
 impl State {
@@ -132,7 +127,8 @@ impl State {
             gather_until: 0,
             recently_active: 0,
             last_fsync_time: Duration::ZERO,
-            adaptive: AdaptiveMemory::default(),
+            adaptive: Adaptive::default(),
+            epoch_began: None,
             fsync_began: None,
             stats: Stats::default(),
         }
@@ -477,7 +473,7 @@ impl Protocol {
         loop {
             st.phase = Phase::Gathering;
             step!(st, "BecomeLeader", lsn);
-            if let Some((companions, longest)) = self.gathering_plan(&mut st) {
+            if let Some((companions, longest)) = self.gathering_plan(&st) {
                 st = self.gather(st, companions, longest);
                 step!(st, "Gather", lsn);
             }
@@ -501,7 +497,7 @@ impl Protocol {
 
     /// How many companions a new leader waits for, and for how long at most; `None`
     /// when it should start its fsync at once.
-    fn gathering_plan(&self, st: &mut State) -> Option<(u64, Duration)> {
+    fn gathering_plan(&self, st: &State) -> Option<(u64, Duration)> {
         let (companions, longest) = match self.config.gathering() {
             Gathering::Off => return None,
             // A lone leader does not wait: nobody is there to gather with (F8).
@@ -510,10 +506,7 @@ impl Protocol {
                 threshold,
                 interval,
             } => (threshold as u64, interval),
-            Gathering::Adaptive { .. } if st.adaptive.skip > 0 => {
-                st.adaptive.skip -= 1;
-                return None;
-            }
+            Gathering::Adaptive { .. } if !st.adaptive.gathering() => return None,
             Gathering::Adaptive { max_wait } => (
                 st.recently_active.saturating_sub(1),
                 max_wait.min(st.last_fsync_time / 2),
@@ -532,7 +525,6 @@ impl Protocol {
         longest: Duration,
     ) -> MutexGuard<'a, State> {
         st.gather_until = companions;
-        let before = st.next_lsns.len() as u64;
         let began = Instant::now();
         match began.checked_add(longest) {
             Some(deadline) => {
@@ -550,27 +542,23 @@ impl Protocol {
                 }
             }
         }
-        let waited = began.elapsed();
-        st.stats.longest_wait = st.stats.longest_wait.max(waited);
-        if matches!(self.config.gathering(), Gathering::Adaptive { .. }) {
-            let gained = st.next_lsns.len() as u64 - before;
-            Self::judge_gather(&mut st, before + 1, gained, waited);
-        }
+        st.stats.longest_wait = st.stats.longest_wait.max(began.elapsed());
         st
     }
 
-    /// Adaptive gathering's verdict on the wait just made: it paid if the group grew by a
-    /// larger share than the cycle did, `gained / group > waited / fsync`; that is, if
-    /// more callers per second were served than had the fsync started at once.
-    fn judge_gather(st: &mut State, group: u64, gained: u64, waited: Duration) {
-        let fsync = st.last_fsync_time.as_nanos().max(1);
-        let paid = u128::from(gained) * fsync > u128::from(group) * waited.as_nanos();
-        st.adaptive.pause = if paid {
-            0
-        } else {
-            (st.adaptive.pause * 2).clamp(1, 256)
-        };
-        st.adaptive.skip = st.adaptive.pause;
+    /// Adaptive gathering counts each successful fsync in its epoch, and at the end of
+    /// one decides whether the next gathers (see `adaptive.rs`).
+    fn measure(&self, st: &mut State, served: u64) {
+        if !matches!(self.config.gathering(), Gathering::Adaptive { .. }) {
+            return;
+        }
+        if st.adaptive.count(served) {
+            let now = Instant::now();
+            let began = *st.epoch_began.get_or_insert(now);
+            if st.adaptive.end_epoch(now.saturating_duration_since(began)) {
+                st.epoch_began = Some(now);
+            }
+        }
     }
 
     /// `StartFsync`: fix the target before the fsync starts, so it covers exactly what
@@ -658,6 +646,7 @@ impl Protocol {
             st.stats.group_commits += 1;
         }
         st.recently_active = group + st.waiting();
+        self.measure(&mut st, group);
         let result = if leader_served {
             Ok(durable)
         } else if durable > before {
@@ -844,36 +833,4 @@ fn reserved_lsn(what: &str) -> io::Error {
     invalid_input(format!(
         "cannot {what} LSN u64::MAX: it is reserved (no file reaches it)"
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn state_after_fsync(took: Duration) -> State {
-        let mut st = State::new();
-        st.last_fsync_time = took;
-        st
-    }
-
-    /// A gather pays when the group grows by a larger share than the cycle:
-    /// 4 callers gained on 4 in 10 µs of a 100 µs fsync does; 1 gained on 60 in 50 µs
-    /// (the CPU-bound regime) does not, and the pause doubles with each miss, to 256.
-    #[test]
-    fn adaptive_gathering_stops_when_waiting_does_not_pay() {
-        let us = Duration::from_micros;
-        let mut st = state_after_fsync(us(100));
-        Protocol::judge_gather(&mut st, 4, 4, us(10));
-        assert_eq!((st.adaptive.skip, st.adaptive.pause), (0, 0));
-        let mut pauses = Vec::new();
-        for _ in 0..10 {
-            Protocol::judge_gather(&mut st, 60, 1, us(50));
-            pauses.push(st.adaptive.pause);
-        }
-        assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 64, 128, 256, 256]);
-        assert_eq!(st.adaptive.skip, 256);
-        // One gather that pays again ends the pause.
-        Protocol::judge_gather(&mut st, 2, 2, us(1));
-        assert_eq!((st.adaptive.skip, st.adaptive.pause), (0, 0));
-    }
 }
