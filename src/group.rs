@@ -106,6 +106,12 @@ impl Group {
         None
     }
 
+    /// Whether the group has been told an outcome or offered the lead.
+    pub(crate) fn was_told(&self) -> bool {
+        let mailbox = self.mailbox.lock();
+        mailbox.outcome.is_some() || mailbox.lead_offered
+    }
+
     /// Wakes every member without news, as a spurious wake-up would. For tests.
     pub(crate) fn nudge(&self) {
         let _mailbox = self.mailbox.lock();

@@ -477,11 +477,10 @@ impl Protocol {
                 st = self.gather(st, companions, longest);
                 step!(st, "Gather", lsn);
             }
-            let target = self.start_fsync(&mut st);
+            let (target, began) = self.start_fsync(&mut st);
             step!(st, "StartFsync", lsn);
             drop(st);
 
-            let began = Instant::now();
             let outcome = {
                 let _leading = leading::enter(self.id());
                 catch_unwind(AssertUnwindSafe(|| flush(target)))
@@ -563,7 +562,8 @@ impl Protocol {
 
     /// `StartFsync`: fix the target before the fsync starts, so it covers exactly what
     /// was written by then; the next group becomes this fsync's riders.
-    fn start_fsync(&self, st: &mut State) -> u64 {
+    /// Returns the target and when the fsync began.
+    fn start_fsync(&self, st: &mut State) -> (u64, Instant) {
         st.started += 1;
         let target = st.written;
         st.phase = Phase::Syncing { target };
@@ -571,12 +571,21 @@ impl Protocol {
             st.rider_lsns.is_empty(),
             "riders of a finished fsync left behind"
         );
-        st.riders = std::mem::replace(&mut st.next, Arc::new(Group::new()));
+        // The last riders' group can be the next group again if nobody else holds it
+        // (it had no members, so it was never told anything): no allocation for the
+        // fsyncs of a lone caller.
+        let fresh = if Arc::strong_count(&st.riders) == 1 && !st.riders.was_told() {
+            Arc::clone(&st.riders)
+        } else {
+            Arc::new(Group::new())
+        };
+        st.riders = std::mem::replace(&mut st.next, fresh);
         std::mem::swap(&mut st.rider_lsns, &mut st.next_lsns);
         st.riders_since = st.next_since.take();
-        st.fsync_began = Some(Instant::now());
+        let began = Instant::now();
+        st.fsync_began = Some(began);
         st.stats.fsyncs += 1;
-        target
+        (target, began)
     }
 
     /// `FinishFsync`: record the outcome before anybody else can start an fsync; then,

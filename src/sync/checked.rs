@@ -414,14 +414,14 @@ pub(crate) fn thread_id() -> u64 {
 
 model::thread_local! {
     // Model threads share one OS thread, so each needs the checker's thread-local.
-    static MODEL_LEADING: RefCell<Vec<usize>> = RefCell::new(Vec::new());
+    static MODEL_LEADING: super::leading::Leading = super::leading::Leading::new();
 }
 
 /// The calling thread's list of managers it leads: the model thread's inside
 /// [`within_model`], the OS thread's (`std`) elsewhere.
 pub(crate) fn with_leading<R>(
-    std: &'static std::thread::LocalKey<RefCell<Vec<usize>>>,
-    f: impl FnOnce(&RefCell<Vec<usize>>) -> R,
+    std: &'static std::thread::LocalKey<super::leading::Leading>,
+    f: impl FnOnce(&super::leading::Leading) -> R,
 ) -> R {
     if in_model() {
         MODEL_LEADING.with(f)

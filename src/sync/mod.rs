@@ -77,42 +77,67 @@ pub(crate) use std::time::Instant;
 /// Which managers' fsync closures run on the calling thread right now, innermost last:
 /// a call on one of them from inside its own closure would wait for itself.
 pub(crate) mod leading {
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
+
+    /// One thread's record. The innermost manager is kept apart, so the common case (no
+    /// nesting) is one `Cell` read to check and one write to enter or leave.
+    pub(crate) struct Leading {
+        innermost: Cell<usize>,
+        /// The managers further out, when closures nest (A's closure calls B).
+        outer: RefCell<Vec<usize>>,
+    }
+
+    impl Leading {
+        pub(crate) const fn new() -> Self {
+            Leading {
+                innermost: Cell::new(0),
+                outer: RefCell::new(Vec::new()),
+            }
+        }
+    }
 
     std::thread_local! {
-        static STD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+        static STD: Leading = const { Leading::new() };
     }
 
     #[cfg(any(feature = "loom", feature = "shuttle"))]
-    fn with<R>(f: impl FnOnce(&RefCell<Vec<usize>>) -> R) -> R {
+    fn with<R>(f: impl FnOnce(&Leading) -> R) -> R {
         super::checked::with_leading(&STD, f)
     }
     #[cfg(not(any(feature = "loom", feature = "shuttle")))]
-    fn with<R>(f: impl FnOnce(&RefCell<Vec<usize>>) -> R) -> R {
+    fn with<R>(f: impl FnOnce(&Leading) -> R) -> R {
         STD.with(f)
     }
 
-    /// Marks the calling thread as running the fsync closure of manager `id` until the
-    /// guard drops (on unwind too).
+    /// Marks the calling thread as running the fsync closure of manager `id` (never 0)
+    /// until the guard drops (on unwind too).
     pub(crate) fn enter(id: usize) -> Guard {
-        with(|ids| ids.borrow_mut().push(id));
-        Guard(id)
+        with(|leading| {
+            let outer = leading.innermost.replace(id);
+            if outer != 0 {
+                leading.outer.borrow_mut().push(outer);
+            }
+        });
+        Guard
     }
 
     /// Whether the calling thread is inside the fsync closure of manager `id`.
     pub(crate) fn contains(id: usize) -> bool {
-        with(|ids| ids.borrow().contains(&id))
+        with(|leading| {
+            leading.innermost.get() == id
+                || (leading.innermost.get() != 0 && leading.outer.borrow().contains(&id))
+        })
     }
 
-    pub(crate) struct Guard(usize);
+    /// Leaves the innermost closure. Closures nest strictly (a guard lives on the stack
+    /// of the call that ran the closure), so the innermost is the one to leave.
+    pub(crate) struct Guard;
 
     impl Drop for Guard {
         fn drop(&mut self) {
-            with(|ids| {
-                let mut ids = ids.borrow_mut();
-                if let Some(at) = ids.iter().rposition(|&id| id == self.0) {
-                    ids.remove(at);
-                }
+            with(|leading| {
+                let outer = leading.outer.borrow_mut().pop().unwrap_or(0);
+                leading.innermost.set(outer);
             });
         }
     }
