@@ -59,6 +59,8 @@
 #![deny(missing_docs)]
 
 mod adaptive;
+#[macro_use]
+mod front_end;
 mod config;
 mod error;
 mod flush;

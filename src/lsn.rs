@@ -1,9 +1,7 @@
 //! The LSN front end, for logs that know the offsets of their records.
 
 use crate::config::Config;
-use crate::error::Failure;
 use crate::protocol::{covering_target, Protocol};
-use crate::stats::{InFlight, Stats};
 use std::io;
 
 /// Group commit by log sequence number (LSN: the end offset of a record).
@@ -127,41 +125,7 @@ impl GroupCommit {
         self.protocol.written_lsn()
     }
 
-    /// A consistent snapshot of every counter.
-    pub fn stats(&self) -> Stats {
-        self.protocol.stats()
-    }
-
-    /// The fsync running right now, if any: its age and who waits on it. Answers at
-    /// once, even while that fsync hangs (see [`InFlight`] for a watchdog).
-    pub fn fsync_in_flight(&self) -> Option<InFlight> {
-        self.protocol.in_flight()
-    }
-
-    /// The failure that poisoned the manager, if one has.
-    pub fn failure(&self) -> Option<Failure> {
-        self.protocol.failure()
-    }
-
-    /// The settings in force.
-    pub fn config(&self) -> &Config {
-        self.protocol.config()
-    }
-
-    #[doc(hidden)]
-    #[cfg(any(feature = "loom", feature = "shuttle"))]
-    /// Whether this manager runs on the checker's primitives: in a checker build, one
-    /// built inside a loom or shuttle execution does, with or without `within_model`.
-    pub fn uses_checker_primitives(&self) -> bool {
-        self.protocol.uses_checker_primitives()
-    }
-
-    #[doc(hidden)]
-    /// Wakes every sleeping caller without a reason, as a spurious wake-up would. For
-    /// tests of the protocol; not part of the stable API.
-    pub fn wake_everyone_spuriously(&self) {
-        self.protocol.wake_everyone_spuriously();
-    }
+    shared_accessors!();
 }
 
 impl std::fmt::Debug for GroupCommit {

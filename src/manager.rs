@@ -1,9 +1,7 @@
 //! The drop-in front end, for code written against the reference `FsyncManager`.
 
 use crate::config::Config;
-use crate::error::Failure;
 use crate::protocol::{covering_target, Protocol};
-use crate::stats::{InFlight, Stats};
 use std::io;
 
 /// Coalesces fsyncs from many threads: the API of the reference `FsyncManager`, on this
@@ -110,23 +108,23 @@ impl FsyncManager {
             .map(drop)
     }
 
-    /// fsyncs started ([`Stats::fsyncs`]).
+    /// fsyncs started ([`Stats::fsyncs`](crate::Stats::fsyncs)).
     pub fn fsync_count(&self) -> u64 {
         self.stats().fsyncs
     }
 
-    /// Calls to [`fsync`](Self::fsync) ([`Stats::requests`]).
+    /// Calls to [`fsync`](Self::fsync) ([`Stats::requests`](crate::Stats::requests)).
     pub fn fsync_request_count(&self) -> u64 {
         self.stats().requests
     }
 
-    /// Waiter timeouts that expired ([`Stats::timeouts`]).
+    /// Waiter timeouts that expired ([`Stats::timeouts`](crate::Stats::timeouts)).
     pub fn fsync_timeout_count(&self) -> u64 {
         self.stats().timeouts
     }
 
     /// Successful fsyncs that served at least one waiter besides their leader
-    /// ([`Stats::group_commits`]).
+    /// ([`Stats::group_commits`](crate::Stats::group_commits)).
     pub fn group_commit_count(&self) -> u64 {
         self.stats().group_commits
     }
@@ -143,41 +141,7 @@ impl FsyncManager {
         stats.served - stats.successful_fsyncs()
     }
 
-    /// A consistent snapshot of every counter.
-    pub fn stats(&self) -> Stats {
-        self.protocol.stats()
-    }
-
-    /// The fsync running right now, if any: its age and who waits on it. Answers at
-    /// once, even while that fsync hangs (see [`InFlight`] for a watchdog).
-    pub fn fsync_in_flight(&self) -> Option<InFlight> {
-        self.protocol.in_flight()
-    }
-
-    /// The failure that poisoned the manager, if one has.
-    pub fn failure(&self) -> Option<Failure> {
-        self.protocol.failure()
-    }
-
-    /// The settings in force.
-    pub fn config(&self) -> &Config {
-        self.protocol.config()
-    }
-
-    #[doc(hidden)]
-    #[cfg(any(feature = "loom", feature = "shuttle"))]
-    /// Whether this manager runs on the checker's primitives: in a checker build, one
-    /// built inside a loom or shuttle execution does, with or without `within_model`.
-    pub fn uses_checker_primitives(&self) -> bool {
-        self.protocol.uses_checker_primitives()
-    }
-
-    #[doc(hidden)]
-    /// Wakes every sleeping caller without a reason, as a spurious wake-up would. For
-    /// tests of the protocol; not part of the stable API.
-    pub fn wake_everyone_spuriously(&self) {
-        self.protocol.wake_everyone_spuriously();
-    }
+    shared_accessors!();
 }
 
 impl std::fmt::Debug for FsyncManager {
