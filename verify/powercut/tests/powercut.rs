@@ -172,18 +172,39 @@ fn lines_of(child: &mut Child) -> Receiver<String> {
     receive
 }
 
-/// Every acknowledged record must be in `recovery`, whole and with its own payload.
+/// Every acknowledged record must be in `recovery`, whole and with its own payload; and
+/// what was recovered must be records the children appended, in the order they did:
+/// lives one after another (`tags[life]`), each thread's records in sequence.
 fn check(acked: &[Ack], recovery: &Recovery, tags: &[u64]) -> Result<u64, String> {
     let by_lsn: HashMap<u64, &log::Record> = recovery.records.iter().map(|r| (r.lsn, r)).collect();
+    let mut life_at = 0;
+    let mut last_seq: HashMap<(u64, u32), u64> = HashMap::new();
     for record in &recovery.records {
-        match log::parse_sample(&record.payload) {
-            Some((tag, _, _)) if tags.contains(&tag) => {}
-            _ => {
-                return Err(format!(
-                    "recovered record at {} is not one the child wrote",
-                    record.start
-                ))
-            }
+        let sample = log::parse_sample(&record.payload);
+        let Some((tag, thread, seq)) = sample.filter(|(tag, _, _)| tags.contains(tag)) else {
+            return Err(format!(
+                "recovered record at {} is not one a child wrote",
+                record.start
+            ));
+        };
+        let life = tags.iter().position(|&t| t == tag).unwrap_or(0);
+        if life < life_at {
+            return Err(format!(
+                "recovered record at {} was written in life {life}, after records of life \
+                 {life_at}: stale bytes read back",
+                record.start
+            ));
+        }
+        life_at = life;
+        if last_seq
+            .insert((tag, thread), seq)
+            .is_some_and(|last| last >= seq)
+        {
+            return Err(format!(
+                "recovered record at {} (life {life}, thread {thread}, seq {seq}) is out of \
+                 its thread's order",
+                record.start
+            ));
         }
     }
     for ack in acked {
