@@ -228,6 +228,10 @@ struct State {
     dir_ops: Vec<DirOp>,
     fail_next_fsync: bool,
     enospc: bool,
+    /// A cut armed for the n-th mutating operation from now, with its seed.
+    trip: Option<(u64, u64)>,
+    /// The report of the cut that `trip` made.
+    tripped: Option<CutReport>,
     stats: Stats,
 }
 
@@ -296,9 +300,32 @@ impl Control {
     /// the rest zeros); each unsynced directory change is lost or kept at random, except
     /// that a kept change keeps every earlier one on the same entry or inode. The same
     /// seed on the same state gives the same result.
+    ///
+    /// If a cut armed with [`cut_after_ops`](Self::cut_after_ops) has already happened,
+    /// returns its report and changes nothing.
     pub fn cut(&self, seed: u64) -> CutReport {
-        let mut rng = Rng::new(seed);
         let mut state = self.0.lock();
+        if let Some(report) = state.tripped.take() {
+            return report;
+        }
+        self.cut_locked(&mut state, seed)
+    }
+
+    /// Arms a power cut at an instant inside the operation stream: as the `ops`-th
+    /// mutating operation from now (write, truncate, fsync, directory change or
+    /// directory fsync) arrives, the power is cut with `seed` and that operation fails
+    /// with `EIO`, like everything after it. [`cut`](Self::cut) then returns its report.
+    pub fn cut_after_ops(&self, ops: u64, seed: u64) {
+        self.0.lock().trip = Some((ops.max(1), seed));
+    }
+
+    /// Whether a cut armed with [`cut_after_ops`](Self::cut_after_ops) has happened.
+    pub fn tripped(&self) -> bool {
+        self.0.lock().tripped.is_some()
+    }
+
+    fn cut_locked(&self, state: &mut State, seed: u64) -> CutReport {
+        let mut rng = Rng::new(seed);
         state.frozen = true;
         state.handles.clear();
         let mut report = CutReport::default();
@@ -312,7 +339,7 @@ impl Control {
             }
             report.files += 1;
             let keep = rng.below(ops.len() as u64 + 1) as usize;
-            let result = self.path(&state, ino).and_then(|path| {
+            let result = self.path(state, ino).and_then(|path| {
                 let file = OpenOptions::new().read(true).write(true).open(path)?;
                 for op in ops[keep..].iter().rev() {
                     op.undo(&file)?;
@@ -356,7 +383,7 @@ impl Control {
                 continue;
             }
             report.dir_changes_lost += 1;
-            if let Err(error) = self.undo_dir_change(&mut state, &op.change) {
+            if let Err(error) = self.undo_dir_change(state, &op.change) {
                 report.errors.push(format!("undo {:?}: {error}", op.change));
             }
         }
@@ -551,6 +578,22 @@ impl PowerCutFs {
         path_of(&self.0, state, ino).map_err(errno)
     }
 
+    /// The state, for an operation that changes what a cut would keep: it counts down an
+    /// armed cut, and makes it when it is due.
+    fn mutating(&self) -> Result<MutexGuard<'_, State>, Errno> {
+        let mut state = self.state()?;
+        if let Some((left, seed)) = state.trip {
+            if left <= 1 {
+                state.trip = None;
+                let report = Control(self.0.clone()).cut_locked(&mut state, seed);
+                state.tripped = Some(report);
+                return Err(Errno::EIO);
+            }
+            state.trip = Some((left - 1, seed));
+        }
+        Ok(state)
+    }
+
     /// The inode number of the backing entry `meta` at `parent`/`name`.
     fn ino_for(state: &mut State, parent: u64, name: &OsStr, meta: &fs::Metadata) -> u64 {
         let node = Node {
@@ -616,7 +659,7 @@ impl PowerCutFs {
         flags: i32,
         open: bool,
     ) -> Result<(FileAttr, u64), Errno> {
-        let mut state = self.state()?;
+        let mut state = self.mutating()?;
         let path = self.path(&state, parent)?.join(name);
         let created = OpenOptions::new()
             .read(true)
@@ -657,7 +700,7 @@ impl PowerCutFs {
     }
 
     fn remove_inner(&self, parent: u64, name: &OsStr, dir: bool) -> Result<(), Errno> {
-        let mut state = self.state()?;
+        let mut state = self.mutating()?;
         let path = self.path(&state, parent)?.join(name);
         let meta = fs::symlink_metadata(&path).map_err(errno)?;
         match (dir, meta.is_dir()) {
@@ -697,7 +740,7 @@ impl PowerCutFs {
         {
             return Err(Errno::EINVAL);
         }
-        let mut state = self.state()?;
+        let mut state = self.mutating()?;
         let from = self.path(&state, parent)?.join(name);
         let to = self.path(&state, new_parent)?.join(new_name);
         let meta = fs::symlink_metadata(&from).map_err(errno)?;
@@ -775,7 +818,7 @@ impl PowerCutFs {
         offset: u64,
         data: &[u8],
     ) -> Result<u32, Errno> {
-        let mut state = self.state()?;
+        let mut state = self.mutating()?;
         if state.enospc {
             state.stats.enospc += 1;
             return Err(Errno::ENOSPC);
@@ -835,7 +878,7 @@ impl PowerCutFs {
     }
 
     fn fsync_inner(&self, ino: u64) -> Result<(), Errno> {
-        let mut state = self.state()?;
+        let mut state = self.mutating()?;
         let ops = state.pending.remove(&ino).unwrap_or_default();
         if !std::mem::take(&mut state.fail_next_fsync) {
             state.stats.fsyncs += 1;
@@ -856,7 +899,7 @@ impl PowerCutFs {
     }
 
     fn fsyncdir_inner(&self, ino: u64) -> Result<(), Errno> {
-        let mut state = self.state()?;
+        let mut state = self.mutating()?;
         for op in &mut state.dir_ops {
             op.unsynced_dirs.retain(|&dir| dir != ino);
         }
@@ -932,7 +975,7 @@ impl Filesystem for PowerCutFs {
         reply: ReplyAttr,
     ) {
         // Only the size is tracked for the cut; modes, owners and times pass through.
-        let result = self.state().and_then(|mut state| {
+        let result = self.mutating().and_then(|mut state| {
             let path = self.path(&state, ino.0)?;
             if let Some(size) = size {
                 self.truncate(&mut state, ino.0, fh, size).map_err(errno)?;
@@ -996,7 +1039,7 @@ impl Filesystem for PowerCutFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let result = self.state().and_then(|mut state| {
+        let result = self.mutating().and_then(|mut state| {
             let path = self.path(&state, parent.0)?.join(name);
             fs::create_dir(&path).map_err(errno)?;
             fs::set_permissions(&path, fs::Permissions::from_mode(mode & !umask & 0o7777))

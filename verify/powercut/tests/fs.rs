@@ -353,3 +353,44 @@ fn truncate_is_undone_when_unsynced() {
         "the truncate was always kept or always lost"
     );
 }
+
+#[test]
+fn a_cut_armed_for_the_nth_operation_happens_there() {
+    if skip() {
+        return;
+    }
+    let (mut lost, mut kept) = (false, false);
+    for seed in 0..SEEDS {
+        let scratch = Scratch::new("trip");
+        let mounted = scratch.mount();
+        let dir = scratch.mnt();
+        let file = durable_file(&dir, "f", b"durable");
+        // The write is operation 1; the fsync, operation 2, meets the cut.
+        mounted.control().cut_after_ops(2, seed);
+        file.write_all_at(b" volatile", 7).unwrap();
+        assert!(!mounted.control().tripped());
+        let sync = file.sync_data().expect_err("the cut");
+        assert_eq!(sync.raw_os_error(), Some(libc::EIO));
+        assert!(mounted.control().tripped());
+        assert!(file.write_all_at(b"late", 0).is_err());
+        drop(file);
+        let report = mounted.control().cut(u64::MAX);
+        assert_eq!(
+            report.files, 1,
+            "seed {seed}: the cut saw the unsynced write"
+        );
+        mounted.unmount().unwrap();
+        let mounted = scratch.mount();
+        let content = fs::read(dir.join("f")).unwrap();
+        mounted.unmount().unwrap();
+        let all = b"durable volatile";
+        let same = content.iter().zip(all).take_while(|(a, b)| a == b).count();
+        assert!(
+            same >= 7 && content[same..].iter().all(|&b| b == 0),
+            "seed {seed}: {content:?}"
+        );
+        lost |= same < all.len();
+        kept |= same > 7;
+    }
+    assert!(lost && kept, "lost {lost}, kept {kept}");
+}

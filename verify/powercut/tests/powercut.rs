@@ -132,6 +132,7 @@ struct Totals {
     failed_commits_after_eio: u64,
     enospc_lives: u64,
     failed_appends_enospc: u64,
+    cuts_inside_operations: u64,
 }
 
 /// A scratch directory for the whole test, removed at the end.
@@ -268,6 +269,11 @@ fn round(seed: u64, dir: &Path, totals: &mut Totals) -> Result<(), String> {
         };
         let fault_after = rng.below(cut_after.max(1));
         let cut_seed = rng.next_u64();
+        // Half the lives without a fault are cut by the file system itself, as a chosen
+        // write, fsync or directory change arrives: at any instant of the operation
+        // stream, not only when the parent has read an acknowledgement.
+        let cut_at_op =
+            (fault == Fault::None && rng.one_in(2)).then(|| 1 + rng.below(3 * MAX_CUT_AFTER));
 
         let mounted = Mounted::mount(&store, &mnt).map_err(|e| format!("mount: {e}"))?;
         let mut child = Command::new(CHILD)
@@ -278,9 +284,17 @@ fn round(seed: u64, dir: &Path, totals: &mut Totals) -> Result<(), String> {
             .map_err(|e| format!("spawn {CHILD}: {e}"))?;
         let lines = lines_of(&mut child);
         let mut seen = Life::default();
+        if let Some(ops) = cut_at_op {
+            mounted.control().cut_after_ops(ops, cut_seed);
+            // The child's threads give up once their operations fail; if the cut never
+            // comes, the child runs out of records. Either way it ends by itself.
+            for line in lines.iter() {
+                seen.on_line(&line, tag, &mut acked);
+            }
+        }
         // Wait for the cut point: a number of acknowledgements, the fault's effect, or
         // the child's end. Waiting is on the child's lines, never on a clock.
-        while seen.acks < cut_after {
+        while cut_at_op.is_none() && seen.acks < cut_after {
             if fault != Fault::None && !seen.armed && seen.acks >= fault_after {
                 match fault {
                     Fault::FsyncEio => mounted.control().fail_next_fsync(),
@@ -304,6 +318,7 @@ fn round(seed: u64, dir: &Path, totals: &mut Totals) -> Result<(), String> {
                 break;
             }
         }
+        let tripped = mounted.control().tripped();
         let report = mounted.control().cut(cut_seed);
         let stats = mounted.control().stats();
         let _ = child.kill();
@@ -322,6 +337,7 @@ fn round(seed: u64, dir: &Path, totals: &mut Totals) -> Result<(), String> {
             return Err("the child acknowledged records without reporting its recovery".into());
         }
         totals.cuts += 1;
+        totals.cuts_inside_operations += u64::from(cut_at_op.is_some() && tripped);
         totals.bytes_dropped += report.bytes_dropped;
         totals.writes_torn += report.writes_torn;
         totals.dir_changes_lost += report.dir_changes_lost;
@@ -420,13 +436,15 @@ fn acknowledged_records_survive_power_cuts() {
         }
     }
     println!(
-        "verify: powercut {} rounds ({} cuts through FUSE, seed {first_seed:#x}), {} of {} \
+        "verify: powercut {} rounds ({} cuts through FUSE, {} of them as an operation \
+         arrived; seed {first_seed:#x}), {} of {} \
          acknowledged records present and intact after the last cut; the cuts dropped \
          {} unsynced bytes ({} torn writes), {} unsynced directory changes ({} logs lost \
          whole); {} fsync EIOs dropped {} bytes, {} appends and commits failed after them; ENOSPC in \
          {} lives ({} failed appends); {:.0} s",
         totals.rounds,
         totals.cuts,
+        totals.cuts_inside_operations,
         totals.survived,
         totals.acknowledged,
         totals.bytes_dropped,
