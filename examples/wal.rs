@@ -1,15 +1,19 @@
-//! A write-ahead log on a real file, committed from many threads through group commit.
+//! A write-ahead log in segment files, committed from many threads through group
+//! commit: appends go to a log buffer, and the leader of each flush writes it out and
+//! syncs it.
 //!
 //! ```text
 //! cargo run --release --example wal                       # temp dir, 8 threads, 3 s
+//! cargo run --release --example wal -- --segment-bytes 1048576   # many 1 MiB segments
 //! cargo run --release --example wal -- --threads 32 --seconds 10 --dir /var/tmp/wal
 //! ```
 //!
 //! Each thread appends a checksummed record, commits its LSN and, once `commit` returns,
-//! counts the record as acknowledged. At the end the log is recovered from the file
-//! and every acknowledged record must be there, intact. Options: `--dir PATH` (kept
-//! afterwards; a temporary one is removed), `--threads N`, `--seconds S`,
-//! `--record-bytes B`, `--group-threshold N` with `--group-interval-us U` (gathering).
+//! counts the record as acknowledged. At the end the log is recovered from its segment
+//! files and every acknowledged record must be there, intact. Options: `--dir PATH`
+//! (kept afterwards; a temporary one is removed), `--threads N`, `--seconds S`,
+//! `--record-bytes B`, `--segment-bytes N` (default 64 MiB), `--group-threshold N` with
+//! `--group-interval-us U` (gathering).
 
 // Shared with the tests, which use parts the example does not.
 #[allow(dead_code)]
@@ -17,7 +21,7 @@
 mod log;
 
 use group_commit::Config;
-use log::{FileStorage, Stop, Wal};
+use log::{FileStorage, Stop, Storage, Wal};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,13 +34,14 @@ struct Options {
     threads: u32,
     seconds: f64,
     record_bytes: usize,
+    segment_bytes: u64,
     group_threshold: usize,
     group_interval_us: u64,
 }
 
 fn usage() -> String {
     "usage: wal [--dir PATH] [--threads N] [--seconds S] [--record-bytes B] \
-     [--group-threshold N --group-interval-us U]"
+     [--segment-bytes N] [--group-threshold N --group-interval-us U]"
         .to_owned()
 }
 
@@ -46,6 +51,7 @@ fn parse_args() -> Result<Options, String> {
         threads: 8,
         seconds: 3.0,
         record_bytes: 128,
+        segment_bytes: log::DEFAULT_SEGMENT_BYTES,
         group_threshold: 0,
         group_interval_us: 0,
     };
@@ -63,6 +69,7 @@ fn parse_args() -> Result<Options, String> {
             "--threads" => options.threads = value.parse().map_err(|e| bad(&e))?,
             "--seconds" => options.seconds = value.parse().map_err(|e| bad(&e))?,
             "--record-bytes" => options.record_bytes = value.parse().map_err(|e| bad(&e))?,
+            "--segment-bytes" => options.segment_bytes = value.parse().map_err(|e| bad(&e))?,
             "--group-threshold" => options.group_threshold = value.parse().map_err(|e| bad(&e))?,
             "--group-interval-us" => {
                 options.group_interval_us = value.parse().map_err(|e| bad(&e))?
@@ -76,11 +83,19 @@ fn parse_args() -> Result<Options, String> {
     if !(options.seconds > 0.0 && options.seconds.is_finite()) {
         return Err("--seconds must be a positive number".to_owned());
     }
-    if options.record_bytes < log::SAMPLE_ID || options.record_bytes > log::MAX_PAYLOAD {
+    if !(log::MIN_SEGMENT_BYTES..=log::MAX_SEGMENT_BYTES).contains(&options.segment_bytes) {
         return Err(format!(
-            "--record-bytes must be between {} and {}",
+            "--segment-bytes must be between {} and {}",
+            log::MIN_SEGMENT_BYTES,
+            log::MAX_SEGMENT_BYTES
+        ));
+    }
+    let max_payload = log::max_payload(options.segment_bytes);
+    if options.record_bytes < log::SAMPLE_ID || options.record_bytes > max_payload {
+        return Err(format!(
+            "--record-bytes must be between {} and {max_payload} (with {}-byte segments)",
             log::SAMPLE_ID,
-            log::MAX_PAYLOAD
+            options.segment_bytes
         ));
     }
     Ok(options)
@@ -125,16 +140,14 @@ fn run(options: &Options) -> std::io::Result<bool> {
             std::env::temp_dir().join(format!("group-commit-wal-{}-{nanos}", std::process::id()))
         }
     };
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("segment-0.wal");
-    let result = run_in(options, &path);
+    let result = run_in(options, &dir);
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
 }
 
-fn run_in(options: &Options, path: &std::path::Path) -> std::io::Result<bool> {
+fn run_in(options: &Options, dir: &std::path::Path) -> std::io::Result<bool> {
     let mut builder = Config::builder();
     if options.group_threshold > 0 || options.group_interval_us > 0 {
         builder = builder
@@ -145,18 +158,20 @@ fn run_in(options: &Options, path: &std::path::Path) -> std::io::Result<bool> {
         .build()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
 
-    let (wal, recovered) = Wal::open(FileStorage::open(path)?, config)?;
+    let (wal, recovered) = Wal::open(FileStorage::open(dir)?, config, options.segment_bytes)?;
+    let segments_before = recovered.segments;
     let wal = Arc::new(wal);
     // A run tag keeps this run's records apart from any already in a kept `--dir`.
     let tag = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     println!(
-        "wal: {} threads, {} s, {}-byte records, log {}",
+        "wal: {} threads, {} s, {}-byte records, {}-byte segments, log {}",
         options.threads,
         options.seconds,
         options.record_bytes,
-        path.display()
+        options.segment_bytes,
+        dir.display()
     );
     if !recovered.records.is_empty() {
         println!(
@@ -204,11 +219,12 @@ fn run_in(options: &Options, path: &std::path::Path) -> std::io::Result<bool> {
         let done = commits.load(Ordering::Relaxed);
         let stats = wal.group().stats();
         println!(
-            "  {:5.1} s  {:>10} commits  {:>9.0} commits/s  {:>8} fsyncs",
+            "  {:5.1} s  {:>10} commits  {:>9.0} commits/s  {:>8} flushes  segment {}",
             (now - started).as_secs_f64(),
             done,
             (done - last.1) as f64 / (now - last.0).as_secs_f64(),
-            stats.fsyncs
+            stats.fsyncs,
+            wal.last_segment()
         );
         last = (now, done);
     }
@@ -251,6 +267,18 @@ fn run_in(options: &Options, path: &std::path::Path) -> std::io::Result<bool> {
         stats.fsync_time.as_secs_f64() * 1e3 / stats.fsyncs.max(1) as f64,
         stats.timeouts
     );
+    let counts = wal.flush_counts();
+    println!(
+        "  flushes        {:>10}   {} stopped short (a hole, or the target), {} commits waited for a copy",
+        stats.fsyncs, stats.short_fsyncs, counts.hole_waits
+    );
+    println!(
+        "  segments       {:>10}   written ({} in the log, {} recovered at the start, {} bytes each)",
+        wal.segments_created(),
+        wal.last_segment() + 1,
+        segments_before,
+        options.segment_bytes
+    );
     let mut ok = true;
     for (thread, work) in works.iter().enumerate() {
         if let Some(error) = &work.error {
@@ -259,9 +287,12 @@ fn run_in(options: &Options, path: &std::path::Path) -> std::io::Result<bool> {
         }
     }
 
-    // Recover from the file alone, as after a restart.
-    let bytes = std::fs::read(path)?;
-    let recovery = log::scan(&bytes);
+    // Recover from the files alone, as after a restart.
+    drop(wal);
+    let files = FileStorage::open(dir)?;
+    let recovery = log::scan_log(&files.segments()?, options.segment_bytes, |index| {
+        files.read(index)
+    })?;
     let found: HashMap<u64, &[u8]> = recovery
         .records
         .iter()
@@ -282,8 +313,9 @@ fn run_in(options: &Options, path: &std::path::Path) -> std::io::Result<bool> {
     }
     println!("recovery");
     println!(
-        "  scanned        {:>10} records, {} bytes, stopped at {}",
+        "  scanned        {:>10} records in {} segments, up to LSN {}, stopped at {}",
         recovery.records.len(),
+        recovery.segments,
         recovery.end,
         match recovery.stop {
             Stop::End => "the end of the log".to_owned(),

@@ -16,7 +16,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::sim::SimDevice;
+use support::sim::{Image, SimDevice};
 use support::{within, WATCHDOG};
 
 const MS: Duration = Duration::from_millis(1);
@@ -400,7 +400,39 @@ fn reference_constructor_extremes_never_stall_a_group() {
     });
 }
 
-fn records_log(lens: &[usize]) -> (Vec<u8>, Vec<log::Record>) {
+/// A log of records with payloads of `lens` bytes, laid out in segments of
+/// `segment_bytes` as the log lays them out (a record that does not fit starts the next
+/// segment).
+fn records_log(lens: &[usize], segment_bytes: u64) -> (Image, Vec<log::Record>) {
+    let mut image = Image::new();
+    let mut records = Vec::new();
+    let mut end = log::segment_start(0, segment_bytes);
+    image.insert(0, log::segment_header(0, segment_bytes, 0).to_vec());
+    for (i, &len) in lens.iter().enumerate() {
+        let payload = log::sample_payload(1, 0, i as u64, len);
+        let start = log::place(end, (log::HEADER + payload.len()) as u64, segment_bytes);
+        let segment = start / segment_bytes;
+        if !image.contains_key(&segment) {
+            image.insert(
+                segment,
+                log::segment_header(segment, segment_bytes, end).to_vec(),
+            );
+        }
+        let bytes = image.get_mut(&segment).expect("just made");
+        assert_eq!(bytes.len() as u64, start - segment * segment_bytes);
+        bytes.extend(log::encode(&payload, start));
+        end = start + (log::HEADER + payload.len()) as u64;
+        records.push(log::Record {
+            start,
+            lsn: end,
+            payload,
+        });
+    }
+    (image, records)
+}
+
+/// One segment's records from offset 0, as `log::scan_records` reads them.
+fn flat_log(lens: &[usize]) -> (Vec<u8>, Vec<log::Record>) {
     let mut bytes = Vec::new();
     let mut records = Vec::new();
     for (i, &len) in lens.iter().enumerate() {
@@ -419,45 +451,116 @@ fn records_log(lens: &[usize]) -> (Vec<u8>, Vec<log::Record>) {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1_000, failure_persistence: None, ..ProptestConfig::default() })]
 
-    /// Whatever a log file holds, recovery returns, without panicking, whole records
-    /// that check out, back to back from offset 0.
+    /// Whatever a segment holds, the record scan returns, without panicking, whole
+    /// records that check out, back to back from where it started.
     #[test]
     fn recovery_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..2_000)) {
-        let recovery = log::scan(&bytes);
-        prop_assert!(recovery.end as usize <= bytes.len());
-        prop_assert_eq!(recovery.discarded as usize, bytes.len() - recovery.end as usize);
+        let (records, end, _) = log::scan_records(&bytes, 0, 0);
+        prop_assert!(end <= bytes.len());
         let mut at = 0;
-        for record in &recovery.records {
+        for record in &records {
             prop_assert_eq!(record.start, at);
             at = record.lsn;
         }
-        prop_assert_eq!(at, recovery.end);
+        prop_assert_eq!(at, end as u64);
     }
 
-    /// A log cut anywhere recovers exactly the records that end before the cut.
+    /// Whatever the segments of a log hold (garbage, or a valid log with garbage put in
+    /// a segment or a header), recovery returns whole records that check out, without
+    /// panicking, never past a segment that does not check out.
+    #[test]
+    fn recovery_never_panics_on_garbage_segments(
+        lens in proptest::collection::vec(0usize..120, 0..12),
+        segment_bytes in 64u64..400,
+        garbage in proptest::collection::vec(any::<u8>(), 0..300),
+        victim in any::<prop::sample::Index>(),
+        at in any::<prop::sample::Index>(),
+    ) {
+        let lens: Vec<usize> = lens.into_iter().map(|l| l.min(log::max_payload(segment_bytes))).collect();
+        let (mut image, records) = records_log(&lens, segment_bytes);
+        let segment = victim.index(image.len()) as u64;
+        let bytes = image.get_mut(&segment).expect("a segment");
+        let from = at.index(bytes.len() + 1);
+        bytes.truncate(from);
+        bytes.extend(&garbage);
+        let recovery = log::scan_image(&image, segment_bytes);
+        for (got, want) in recovery.records.iter().zip(&records) {
+            prop_assert_eq!(got, want);
+        }
+        prop_assert!(recovery.segments <= image.len() as u64);
+    }
+
+    /// A record scan of bytes cut anywhere recovers exactly the records that end before
+    /// the cut.
     #[test]
     fn recovery_of_a_cut_log(lens in proptest::collection::vec(0usize..300, 0..12), cut in any::<prop::sample::Index>()) {
-        let (bytes, records) = records_log(&lens);
+        let (bytes, records) = flat_log(&lens);
         let cut = cut.index(bytes.len() + 1);
-        let recovery = log::scan(&bytes[..cut]);
+        let (found, _, stop) = log::scan_records(&bytes[..cut], 0, 0);
         let whole: Vec<_> = records.iter().filter(|r| r.lsn as usize <= cut).cloned().collect();
-        prop_assert_eq!(&recovery.records, &whole);
+        prop_assert_eq!(&found, &whole);
         let clean = whole.last().map_or(0, |r| r.lsn) as usize == cut;
-        prop_assert_eq!(recovery.stop == log::Stop::End, clean);
+        prop_assert_eq!(stop == log::Stop::End, clean);
     }
 
-    /// Any byte changed in a record stops recovery right before that record.
+    /// A segmented log cut anywhere in one segment (later segments kept, or lost)
+    /// recovers exactly the records before the cut, and none after it: a later segment
+    /// does not follow on from a cut one.
+    #[test]
+    fn recovery_of_a_cut_segmented_log(
+        lens in proptest::collection::vec(0usize..120, 1..16),
+        segment_bytes in 64u64..400,
+        victim in any::<prop::sample::Index>(),
+        cut in any::<prop::sample::Index>(),
+        keep_later in any::<bool>(),
+    ) {
+        let lens: Vec<usize> = lens.into_iter().map(|l| l.min(log::max_payload(segment_bytes))).collect();
+        let (mut image, records) = records_log(&lens, segment_bytes);
+        let segment = victim.index(image.len()) as u64;
+        let full = image[&segment].len();
+        let cut = cut.index(full + 1);
+        image.get_mut(&segment).expect("a segment").truncate(cut);
+        if !keep_later {
+            image.retain(|&k, _| k <= segment);
+        }
+        let last = *image.keys().last().expect("segment 0");
+        let cut_lsn = segment * segment_bytes + cut as u64;
+        let expected: Vec<_> = records
+            .iter()
+            .filter(|r| cut == full && (keep_later || r.start / segment_bytes <= segment) || r.lsn <= cut_lsn)
+            .cloned()
+            .collect();
+        let recovery = log::scan_image(&image, segment_bytes);
+        prop_assert_eq!(&recovery.records, &expected);
+        let boundary = cut == log::SEGMENT_HEADER || records.iter().any(|r| r.lsn == cut_lsn);
+        let clean = cut == full || (segment == last && boundary);
+        prop_assert_eq!(recovery.stop == log::Stop::End, clean, "{:?}", recovery.stop);
+    }
+
+    /// Any byte changed in a segmented log (a header's or a record's) stops recovery
+    /// right before the damaged record, or at the end of the segment before a damaged
+    /// header.
     #[test]
     fn recovery_stops_at_a_damaged_record(
-        lens in proptest::collection::vec(0usize..300, 1..12),
+        lens in proptest::collection::vec(0usize..120, 1..16),
+        segment_bytes in 64u64..400,
+        victim in any::<prop::sample::Index>(),
         at in any::<prop::sample::Index>(),
         flip in 1u8..=255,
     ) {
-        let (mut bytes, records) = records_log(&lens);
+        let lens: Vec<usize> = lens.into_iter().map(|l| l.min(log::max_payload(segment_bytes))).collect();
+        let (mut image, records) = records_log(&lens, segment_bytes);
+        let segment = victim.index(image.len()) as u64;
+        let bytes = image.get_mut(&segment).expect("a segment");
         let at = at.index(bytes.len());
         bytes[at] ^= flip;
-        let recovery = log::scan(&bytes);
-        let before: Vec<_> = records.iter().filter(|r| r.lsn as usize <= at).cloned().collect();
+        let damaged = segment * segment_bytes + at as u64;
+        let before: Vec<_> = records
+            .iter()
+            .filter(|r| r.lsn <= damaged && (at >= log::SEGMENT_HEADER || r.start / segment_bytes < segment))
+            .cloned()
+            .collect();
+        let recovery = log::scan_image(&image, segment_bytes);
         prop_assert_eq!(recovery.records, before);
         prop_assert!(recovery.stop != log::Stop::End);
     }
@@ -472,11 +575,14 @@ fn crc32c_known_answers() {
 
 #[test]
 fn wal_refuses_bad_records_and_lsns() {
+    const SEGMENT_BYTES: u64 = 256;
     let device = SimDevice::new(1);
-    let (wal, _) = log::Wal::open(Arc::clone(&device), Config::default()).unwrap();
+    let (wal, _) = log::Wal::open(Arc::clone(&device), Config::default(), SEGMENT_BYTES).unwrap();
     let lsn = wal.append_durably(b"a record of twenty bytes").unwrap();
-    let error = wal.append(&vec![0; log::MAX_PAYLOAD + 1]).unwrap_err();
-    assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+    for too_long in [log::MAX_PAYLOAD + 1, log::max_payload(SEGMENT_BYTES) + 1] {
+        let error = wal.append(&vec![0; too_long]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+    }
     assert_eq!(wal.end(), lsn, "a refused record writes nothing");
     let error = wal.commit(lsn + 1).unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
@@ -486,9 +592,37 @@ fn wal_refuses_bad_records_and_lsns() {
     // An empty payload is a record too.
     let empty = wal.append_durably(b"").unwrap();
     assert_eq!(empty, next + log::HEADER as u64);
-    let recovered = log::scan(&device.contents()).records;
-    assert_eq!(recovered.len(), 3);
+    // The largest record a segment holds fills a segment of its own.
+    let full = wal
+        .append_durably(&vec![7; log::max_payload(SEGMENT_BYTES)])
+        .unwrap();
+    assert_eq!(full, 2 * SEGMENT_BYTES);
+    let recovered = log::scan_image(&device.contents(), SEGMENT_BYTES).records;
+    assert_eq!(recovered.len(), 4);
     assert_eq!(recovered[2].payload, b"");
+    assert_eq!(wal.last_segment(), 1);
+}
+
+/// A log is never opened with another segment size than it was written with (its
+/// records would not check out, and the cut would destroy them): refused, untouched.
+#[test]
+fn wal_refuses_another_segment_size() {
+    let device = SimDevice::new(2);
+    let (wal, _) = log::Wal::open(Arc::clone(&device), Config::default(), 256).unwrap();
+    wal.append_durably(b"a record of twenty bytes").unwrap();
+    drop(wal);
+    let before = device.contents();
+    let error = log::Wal::open(Arc::clone(&device), Config::default(), 512)
+        .err()
+        .expect("another segment size is refused");
+    assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+    assert_eq!(device.contents(), before);
+    for bad in [0, log::MIN_SEGMENT_BYTES - 1, log::MAX_SEGMENT_BYTES + 1] {
+        let error = log::Wal::open(Arc::clone(&device), Config::default(), bad)
+            .err()
+            .expect("a segment size out of range is refused");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+    }
 }
 
 /// How long a misuse may take to be refused: a hang without the re-entrancy check, a few

@@ -1,5 +1,5 @@
-//! Process crash: a child process runs the WAL of `examples/wal` on a real file with
-//! several threads and prints `ACK <lsn> <round> <thread> <seq>` once `commit` has
+//! Process crash: a child process runs the WAL of `examples/wal` on real files (4 KiB
+//! segments, so it rolls over every dozen records or so) with several threads and prints `ACK <lsn> <round> <thread> <seq>` once `commit` has
 //! returned `Ok`. The parent kills it with SIGKILL at a random moment (before it opened
 //! the log, during recovery, mid-append, mid-fsync), recovers the file, and checks that
 //! every record the child ever acknowledged, in this round or an earlier one, is there
@@ -19,7 +19,7 @@ mod log;
 mod support;
 
 use group_commit::Config;
-use log::{FileStorage, Stop, Wal};
+use log::{FileStorage, Stop, Storage, Wal};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -35,9 +35,11 @@ const ROUND_ENV: &str = "GC_CRASH_CHILD_ROUND";
 const RECORDS_ENV: &str = "GC_CRASH_CHILD_RECORDS";
 const CHILD_THREADS: u32 = 4;
 const ROUNDS_PER_LOG: u64 = 20;
+/// Small segments: records of up to 331 bytes roll over every dozen or so.
+const SEGMENT_BYTES: u64 = 4096;
 
-fn segment(dir: &Path) -> PathBuf {
-    dir.join("segment-0.wal")
+fn log_dir(dir: &Path) -> PathBuf {
+    dir.join("log")
 }
 
 /// The child: appends and commits until killed (or, if the parent is gone, for 30 s),
@@ -48,8 +50,8 @@ fn crash_child() {
         return; // An ordinary test run: nothing to do.
     };
     let round: u64 = std::env::var(ROUND_ENV).unwrap().parse().unwrap();
-    let storage = FileStorage::open(&segment(Path::new(&dir))).unwrap();
-    let (wal, _) = Wal::open(storage, Config::default()).unwrap();
+    let storage = FileStorage::open(&log_dir(Path::new(&dir))).unwrap();
+    let (wal, _) = Wal::open(storage, Config::default(), SEGMENT_BYTES).unwrap();
     let wal = Arc::new(wal);
     let give_up = Instant::now() + Duration::from_secs(30);
     let records: u64 = std::env::var(RECORDS_ENV).map_or(u64::MAX, |n| n.parse().unwrap());
@@ -106,6 +108,8 @@ struct Totals {
     torn_tails: u64,
     killed_before_first_ack: u64,
     clean_rounds: u64,
+    /// The most segments a log had.
+    segments: u64,
 }
 
 /// Runs one child and, unless `clean` gives its records per thread, kills it at a
@@ -178,8 +182,10 @@ fn run_child(dir: &Path, round: u64, clean: Option<u64>, rng: &mut Rng) -> Vec<A
 
 /// Checks the log against every acknowledgement so far.
 fn check_log(dir: &Path, acks: &[Ack], totals: &mut Totals, round: u64) {
-    let bytes = std::fs::read(segment(dir)).unwrap_or_default();
-    let recovery = log::scan(&bytes);
+    let files = FileStorage::open(&log_dir(dir)).unwrap();
+    let listed = files.segments().unwrap();
+    let recovery = log::scan_log(&listed, SEGMENT_BYTES, |index| files.read(index)).unwrap();
+    totals.segments = totals.segments.max(listed.len() as u64);
     let by_lsn: HashMap<u64, &log::Record> = recovery.records.iter().map(|r| (r.lsn, r)).collect();
     for ack in acks {
         let record = by_lsn.get(&ack.lsn).unwrap_or_else(|| {
@@ -245,7 +251,11 @@ fn every_acknowledged_record_survives_sigkill() {
         "verify: process crash: {rounds} rounds ({} clean shutdowns, the rest SIGKILL), {} acknowledged records all present and \
          intact; {} kills before the first acknowledgement, {} logs with a torn tail cut \
          off, {unacked} records present though never acknowledged (written, not yet \
-         reported)",
-        totals.clean_rounds, totals.acked, totals.killed_before_first_ack, totals.torn_tails
+         reported); up to {} segments of {SEGMENT_BYTES} bytes in a log",
+        totals.clean_rounds,
+        totals.acked,
+        totals.killed_before_first_ack,
+        totals.torn_tails,
+        totals.segments
     );
 }

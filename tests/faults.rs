@@ -7,9 +7,11 @@
 //! fsync runs after the failure; nothing hangs (every scenario runs under a watchdog);
 //! and after a crash that loses every unsynced write, every acknowledged record is there.
 //!
-//! The WAL scenarios run `examples/wal` on the simulated device of `tests/support`,
-//! whose failed syncs behave like Linux's after EIO: the pages they were flushing are
-//! never made durable by a later sync, even one that succeeds.
+//! The WAL scenarios run `examples/wal` on the simulated device of `tests/support`, in
+//! 1 KiB segments (a rollover every 13 records, with its own syncs of the new segment
+//! and the directory, which fail as planned too), whose failed syncs behave like
+//! Linux's after EIO: the pages they were flushing are never made durable by a later
+//! sync, even one that succeeds.
 #![cfg(not(any(feature = "loom", feature = "shuttle")))]
 
 #[allow(dead_code)]
@@ -33,6 +35,8 @@ const RECORDS: u64 = 150;
 const CALLS_AFTER: u64 = 20;
 const EIO: i32 = 5;
 const ENOSPC: i32 = 28;
+/// Small segments, so that flushes roll over often.
+const SEGMENT_BYTES: u64 = 1024;
 
 /// The injected panics are expected: keep them out of the test output.
 fn quiet_injected_panics() {
@@ -75,7 +79,7 @@ fn assert_same_error(error: &io::Error, errno: i32, what: &str) {
 fn wal_with_failing_syncs(plan: Plan, errno: i32, seed: u64) -> (usize, u64) {
     within(WATCHDOG, "WAL with failing syncs", move || {
         let device = SimDevice::new(seed);
-        let (wal, _) = Wal::open(Arc::clone(&device), Config::default()).unwrap();
+        let (wal, _) = Wal::open(Arc::clone(&device), Config::default(), SEGMENT_BYTES).unwrap();
         let wal = Arc::new(wal);
         device.set_sync_delay(Duration::from_micros(100));
         device.fail_syncs(plan, errno);
@@ -152,10 +156,11 @@ fn wal_with_failing_syncs(plan: Plan, errno: i32, seed: u64) -> (usize, u64) {
                 let old = acked.get(i * 7).map_or(wal.end(), |r| r.lsn);
                 std::thread::spawn(move || {
                     assert_same_error(&wal.commit(old).unwrap_err(), errno, "an old LSN");
-                    let lsn = wal
+                    // The log is dead until reopened: appends fail the same way.
+                    let error = wal
                         .append(b"after the failure: never acknowledged")
-                        .unwrap();
-                    assert_same_error(&wal.commit(lsn).unwrap_err(), errno, "a new LSN");
+                        .unwrap_err();
+                    assert_same_error(&error, errno, "an append");
                 })
             })
             .collect();
@@ -165,7 +170,8 @@ fn wal_with_failing_syncs(plan: Plan, errno: i32, seed: u64) -> (usize, u64) {
 
         // What the device keeps if every unsynced (or failed) write is lost.
         for (crash, seed) in [(Crash::DropAll, 0), (Crash::Random, 1), (Crash::Random, 2)] {
-            let recovered = log::scan(&device.crash_image(crash, seed)).records;
+            let recovered =
+                log::scan_image(&device.crash_image(crash, seed), SEGMENT_BYTES).records;
             for record in &acked {
                 assert!(
                     recovered.contains(record),
@@ -221,14 +227,14 @@ fn fsync_enospc() {
     report("ENOSPC on fsync #4", &runs, ENOSPC);
 }
 
-/// ENOSPC on a write: the append fails with errno 28 and leaves a torn prefix; every
-/// later append fails the same way (the log's end is unknown); records appended before
-/// it can still be committed, and a crash keeps every acknowledged one.
+/// ENOSPC on a write: the leader's flush fails with errno 28 (leaving a torn prefix), the
+/// commits it was to serve fail the same way, and so does every later commit and append
+/// (the log's end on the device is unknown); a crash keeps every acknowledged record.
 #[test]
 fn write_enospc() {
     within(WATCHDOG, "WAL with a failing write", || {
         let device = SimDevice::new(5);
-        let (wal, _) = Wal::open(Arc::clone(&device), Config::default()).unwrap();
+        let (wal, _) = Wal::open(Arc::clone(&device), Config::default(), SEGMENT_BYTES).unwrap();
         let wal = Arc::new(wal);
         device.set_sync_delay(Duration::from_micros(50));
         device.fail_writes(Plan::Once(200), ENOSPC);
@@ -241,9 +247,11 @@ fn write_enospc() {
                     start.wait();
                     for seq in 0..RECORDS {
                         let payload = log::sample_payload(5, thread, seq, 100);
-                        match wal.append(&payload) {
+                        let outcome = wal
+                            .append(&payload)
+                            .and_then(|lsn| wal.commit(lsn).map(|()| lsn));
+                        match outcome {
                             Ok(lsn) => {
-                                wal.commit(lsn).expect("fsyncs do not fail here");
                                 let start = lsn - (log::HEADER + payload.len()) as u64;
                                 seen.acked.push(Record {
                                     start,
@@ -270,17 +278,19 @@ fn write_enospc() {
         let errors: Vec<io::Error> = errors.into_iter().flatten().collect();
         assert!(!errors.is_empty(), "the write failure was injected");
         for error in &errors {
-            assert_same_error(error, ENOSPC, "an append after ENOSPC");
+            assert_same_error(error, ENOSPC, "a call after ENOSPC");
             assert_eq!(error.kind(), io::ErrorKind::StorageFull);
         }
         assert_eq!(device.stats().failed_writes, 1);
-        // The manager itself is fine: the records written before the failure commit.
-        assert!(wal.group().failure().is_none());
+        let failure = wal
+            .group()
+            .failure()
+            .expect("the failed write poisoned the log");
+        assert_eq!(failure.raw_os_error(), Some(ENOSPC));
         let last = wal.end();
-        wal.commit(last).unwrap();
 
         for crash in [Crash::DropAll, Crash::Random, Crash::KeepAll] {
-            let recovery = log::scan(&device.crash_image(crash, 9));
+            let recovery = log::scan_image(&device.crash_image(crash, 9), SEGMENT_BYTES);
             for record in &acked {
                 assert!(
                     recovery.records.contains(record),
@@ -290,10 +300,13 @@ fn write_enospc() {
             }
             // The torn prefix of the failed write is never taken for a record.
             assert!(recovery.end <= last);
+            for record in &recovery.records {
+                assert!(log::parse_sample(&record.payload).is_some());
+            }
         }
         println!(
             "verify: faults: ENOSPC on write #200: {} records acknowledged before it, all \
-             durable; {} later appends failed with errno 28",
+             durable; {} later calls failed with errno 28",
             acked.len(),
             errors.len()
         );

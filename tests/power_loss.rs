@@ -1,5 +1,8 @@
 //! Power loss: the WAL of `examples/wal` on a simulated device that forgets, at a crash,
-//! any write no completed sync covered (each kept, dropped or torn at random).
+//! any write no completed sync of its segment covered, and any segment created or
+//! removed that no completed sync of the directory covered (each kept, dropped or torn
+//! at random). Segments are small (340 to 1,200 bytes for records of up to 308), so
+//! flushes roll over to new segments all the time.
 //!
 //! Proptest generates schedules of appends, commits, concurrent committers, failing
 //! syncs and writes, power cuts in the middle of concurrent work, and crashes (dirty
@@ -18,13 +21,13 @@ mod log;
 mod support;
 
 use group_commit::Config;
-use log::{Record, Wal};
+use log::{Record, Storage, Wal};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::sim::{Crash, Plan, SimDevice};
+use support::sim::{Crash, Image, Plan, SimDevice};
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -96,12 +99,14 @@ static KEPT: AtomicU64 = AtomicU64::new(0);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static TORN: AtomicU64 = AtomicU64::new(0);
 static FAILED_CALLS: AtomicU64 = AtomicU64::new(0);
+static SEGMENTS: AtomicU64 = AtomicU64::new(0);
 
 type Log = Wal<Arc<SimDevice>>;
 
 struct Harness {
     device: Arc<SimDevice>,
     config: Config,
+    segment_bytes: u64,
     wal: Arc<Log>,
     /// Every record appended with success since the log was opened (the recovered ones
     /// first), in LSN order.
@@ -122,12 +127,14 @@ fn check(condition: bool, message: impl FnOnce() -> String) -> Result<(), TestCa
 }
 
 impl Harness {
-    fn new(config: Config, seed: u64) -> Result<Self, TestCaseError> {
+    fn new(config: Config, segment_bytes: u64, seed: u64) -> Result<Self, TestCaseError> {
         let device = SimDevice::new(seed);
-        let (wal, recovery) = Wal::open(Arc::clone(&device), config).map_err(fail)?;
+        let (wal, recovery) =
+            Wal::open(Arc::clone(&device), config, segment_bytes).map_err(fail)?;
         Ok(Harness {
             device,
             config,
+            segment_bytes,
             wal: Arc::new(wal),
             history: recovery.records,
             acked: 0,
@@ -241,10 +248,17 @@ impl Harness {
             .map(|(r, _)| r.lsn)
             .collect();
         self.history.extend(records.into_iter().map(|(r, _)| r));
-        check(
-            self.history.windows(2).all(|w| w[0].lsn == w[1].start),
-            || "concurrent appends left a gap or an overlap".to_owned(),
-        )?;
+        check(contiguous(&self.history, self.segment_bytes), || {
+            format!(
+                "concurrent appends left a gap or an overlap, or a record spans segments: \
+                 {:?} ({}-byte segments)",
+                self.history
+                    .iter()
+                    .map(|r| (r.start, r.lsn))
+                    .collect::<Vec<_>>(),
+                self.segment_bytes
+            )
+        })?;
         for lsn in acked {
             self.acknowledge(lsn)?;
         }
@@ -252,9 +266,9 @@ impl Harness {
     }
 
     /// Checks one image the device could come back with.
-    fn check_image(&self, image: &[u8], what: &str) -> Result<(), TestCaseError> {
+    fn check_image(&self, image: &Image, what: &str) -> Result<(), TestCaseError> {
         IMAGES.fetch_add(1, Ordering::Relaxed);
-        let recovery = log::scan(image);
+        let recovery = log::scan_image(image, self.segment_bytes);
         let found = recovery.records.len();
         check(found >= self.acked, || {
             format!(
@@ -282,6 +296,7 @@ impl Harness {
     /// Power loss: check alternative images, reboot, reopen, check what the log found.
     fn crash(&mut self) -> Result<(), TestCaseError> {
         CRASHES.fetch_add(1, Ordering::Relaxed);
+        SEGMENTS.fetch_add(self.wal.segments_created(), Ordering::Relaxed);
         self.seed = self.seed.wrapping_add(0x9E37_79B9);
         for k in 0..4 {
             let image = self.device.crash_image(Crash::Random, self.seed ^ k);
@@ -297,7 +312,8 @@ impl Harness {
         DROPPED.fetch_add(report.dropped, Ordering::Relaxed);
         TORN.fetch_add(report.torn, Ordering::Relaxed);
         self.check_image(&self.device.contents(), "the image rebooted into")?;
-        let (wal, recovery) = Wal::open(Arc::clone(&self.device), self.config).map_err(fail)?;
+        let (wal, recovery) =
+            Wal::open(Arc::clone(&self.device), self.config, self.segment_bytes).map_err(fail)?;
         self.wal = Arc::new(wal);
         let found = recovery.records.len();
         self.history.truncate(found);
@@ -347,6 +363,27 @@ fn fail(error: impl std::fmt::Display) -> TestCaseError {
     TestCaseError::fail(error.to_string())
 }
 
+/// Records back to back from segment 0's first record, but where the next record did
+/// not fit in a segment and starts the next; none spans segments.
+fn contiguous(history: &[Record], segment_bytes: u64) -> bool {
+    let inside = |r: &Record| {
+        let segment = r.start / segment_bytes;
+        r.start >= log::segment_start(segment, segment_bytes)
+            && r.lsn <= (segment + 1) * segment_bytes
+    };
+    let follows = |a: &Record, b: &Record| {
+        let segment_end = (a.start / segment_bytes + 1) * segment_bytes;
+        b.start == a.lsn
+            || (b.start == segment_end + log::SEGMENT_HEADER as u64
+                && a.lsn + (b.lsn - b.start) > segment_end)
+    };
+    history
+        .first()
+        .map_or(true, |r| r.start == log::segment_start(0, segment_bytes))
+        && history.iter().all(inside)
+        && history.windows(2).all(|w| follows(&w[0], &w[1]))
+}
+
 #[test]
 fn every_acknowledged_record_survives_power_loss() {
     let cases = support::env_count("GC_POWER_CASES", 256) as u32;
@@ -357,13 +394,14 @@ fn every_acknowledged_record_survives_power_loss() {
     });
     let strategy = (
         config(),
+        340u64..1_200,
         any::<u64>(),
         proptest::collection::vec(step(), 1..40),
     );
     support::within(support::WATCHDOG * 5, "power-loss schedules", move || {
         runner
-            .run(&strategy, |(config, seed, steps)| {
-                let mut harness = Harness::new(config, seed)?;
+            .run(&strategy, |(config, segment_bytes, seed, steps)| {
+                let mut harness = Harness::new(config, segment_bytes, seed)?;
                 for step in &steps {
                     harness.run(step)?;
                 }
@@ -372,10 +410,11 @@ fn every_acknowledged_record_survives_power_loss() {
             .unwrap();
     });
     println!(
-        "verify: power loss: {cases} schedules, {} crashes, {} crash images checked, \
-         {} acknowledged records checked present; volatile writes kept {} / dropped {} / \
-         torn {}; {} calls failed as injected",
+        "verify: power loss: {cases} schedules, {} crashes, {} segments created, {} crash \
+         images checked, {} acknowledged records checked present; volatile operations kept \
+         {} / dropped {} / torn {}; {} calls failed as injected",
         CRASHES.load(Ordering::Relaxed),
+        SEGMENTS.load(Ordering::Relaxed),
         IMAGES.load(Ordering::Relaxed),
         ACKED_CHECKED.load(Ordering::Relaxed),
         KEPT.load(Ordering::Relaxed),
@@ -385,30 +424,72 @@ fn every_acknowledged_record_survives_power_loss() {
     );
 }
 
-/// The device model itself: a sync covers what completed before it, a failed sync's
-/// writes never become durable, and a crash can drop anything volatile.
+/// The device model itself: a sync of a segment covers the writes to it that completed
+/// before the sync, a failed sync's writes never become durable, a crash can drop
+/// anything volatile, and a segment whose directory entry was not synced is lost whole.
 #[test]
 fn the_simulated_device_forgets_what_no_sync_covered() {
-    use log::Storage;
+    let image =
+        |pairs: &[(u64, &[u8])]| -> Image { pairs.iter().map(|(k, v)| (*k, v.to_vec())).collect() };
     let device = SimDevice::new(7);
-    device.write_at(0, b"durable").unwrap();
-    device.sync().unwrap();
-    device.write_at(7, b"volatile").unwrap();
-    assert_eq!(device.contents(), b"durablevolatile");
-    assert_eq!(device.crash_image(Crash::DropAll, 0), b"durable");
-    assert_eq!(device.crash_image(Crash::KeepAll, 0), b"durablevolatile");
+    device.create(0).unwrap();
+    device.sync_dir().unwrap();
+    device.write_at(0, 0, b"durable").unwrap();
+    device.sync(0).unwrap();
+    device.write_at(0, 7, b"volatile").unwrap();
+    assert_eq!(device.contents(), image(&[(0, b"durablevolatile")]));
+    assert_eq!(
+        device.crash_image(Crash::DropAll, 0),
+        image(&[(0, b"durable")])
+    );
+    assert_eq!(
+        device.crash_image(Crash::KeepAll, 0),
+        image(&[(0, b"durablevolatile")])
+    );
 
     device.fail_syncs(Plan::Once(0), 5);
-    assert_eq!(device.sync().unwrap_err().raw_os_error(), Some(5));
+    assert_eq!(device.sync(0).unwrap_err().raw_os_error(), Some(5));
     // A later sync succeeds, but the write the failed one was flushing stays lost.
-    device.write_at(15, b"!").unwrap();
-    device.sync().unwrap();
-    let image = device.crash_image(Crash::DropAll, 0);
-    assert_eq!(image, b"durable\0\0\0\0\0\0\0\0!");
+    device.write_at(0, 15, b"!").unwrap();
+    device.sync(0).unwrap();
+    assert_eq!(
+        device.crash_image(Crash::DropAll, 0),
+        image(&[(0, b"durable\0\0\0\0\0\0\0\0!")])
+    );
+
+    // A segment created, written and synced, but its directory not synced: lost whole.
+    device.create(1).unwrap();
+    device.write_at(1, 0, b"in segment 1").unwrap();
+    device.sync(1).unwrap();
+    assert_eq!(device.segments().unwrap(), [0, 1]);
+    assert!(!device.crash_image(Crash::DropAll, 0).contains_key(&1));
+    // A sync of another segment does not help either; a sync of the directory does.
+    device.sync(0).unwrap();
+    assert!(!device.crash_image(Crash::DropAll, 0).contains_key(&1));
+    device.sync_dir().unwrap();
+    assert_eq!(
+        device
+            .crash_image(Crash::DropAll, 0)
+            .get(&1)
+            .map(Vec::as_slice),
+        Some(&b"in segment 1"[..])
+    );
+    // The same for a removal: undone at a crash until the directory is synced.
+    device.remove(1).unwrap();
+    assert!(device.crash_image(Crash::DropAll, 0).contains_key(&1));
+    device.sync_dir().unwrap();
+    assert!(!device.crash_image(Crash::DropAll, 0).contains_key(&1));
+    // A segment created again is a new file: the old bytes do not come back.
+    device.create(1).unwrap();
+    device.sync_dir().unwrap();
+    assert_eq!(
+        device.crash_image(Crash::KeepAll, 0).get(&1),
+        Some(&Vec::new())
+    );
 
     device.cut_power_after(0);
-    assert!(device.write_at(16, b"x").is_err());
+    assert!(device.write_at(0, 16, b"x").is_err());
     assert!(device.is_off());
     device.reboot();
-    assert!(device.read_all().unwrap().starts_with(b"durable"));
+    assert!(device.read(0).unwrap().starts_with(b"durable"));
 }

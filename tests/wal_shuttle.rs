@@ -1,8 +1,9 @@
 //! Shuttle runs the write-ahead log of `examples/wal/log.rs` (the module the example
-//! runs, with shuttle's mutex as its append lock) on the simulated device, under random
-//! and PCT schedules: 2 to 4 committer threads, power cuts at any device operation,
-//! failing syncs and writes, two lives and three recoveries per execution. Every
-//! execution runs the checks of `wal_harness`.
+//! runs, with shuttle's mutex and condition variable as its append lock) on the simulated
+//! device, under random and PCT schedules: 2 to 4 committer threads, segments of one to
+//! three records (so flushes roll over to new segments), power cuts at any device
+//! operation, failing syncs and writes, two lives and three recoveries per execution.
+//! Every execution runs the checks of `wal_harness`.
 //!
 //! Run: `cargo test --release --features shuttle --test wal_shuttle -- --nocapture`.
 //! Each test runs `GC_WAL_SHUTTLE_ITERATIONS` schedules (default 100,000);
@@ -62,9 +63,9 @@ fn draw() -> Scenario {
     let mut rng = thread_rng();
     let committers = rng.gen_range(2..=MAX_COMMITTERS);
     let records = rng.gen_range(1..=2);
-    // Device operations in a life: the recovery's truncation and sync, then a write
-    // and at most one sync per record.
-    let ops = 2 + 2 * u64::from(committers * records);
+    // Device operations in a life, about: the recovery's cut, syncs and segment 0, then
+    // per record a write, a sync, and a rollover's creation, header and two syncs.
+    let ops = 6 + 4 * u64::from(committers * records);
     let mut lives = [None; LIVES];
     for life in &mut lives {
         *life = Some(LifePlan {
@@ -90,6 +91,9 @@ fn draw() -> Scenario {
         records,
         varied_lengths: rng.gen_bool(0.5),
         gathering: rng.gen_bool(0.25),
+        // Records of 32 to 44 bytes after a 32-byte segment header: 80 holds one, 112
+        // two or three (with a segment's end unused when the next does not fit).
+        segment_bytes: [80, 112][rng.gen_range(0..2)],
         seed: rng.gen(),
         lives,
         choices,
@@ -131,14 +135,17 @@ fn explore(scheduler: impl Scheduler + 'static, how: &str) {
     println!(
         "verify: wal shuttle, {how}, {schedules} schedules, 2-4 committers ({}), {LIVES} \
          lives each: {} crashes ({} during recovery), {} records acknowledged, {} \
-         acknowledged records found intact in {} crash images; volatile operations kept \
-         {} / dropped {} / torn {}; {} syncs and {} writes failed: {PROPERTIES}",
+         acknowledged records found intact in {} crash images; {} segments created, {} \
+         flushes again after a hole; volatile operations kept {} / dropped {} / torn {}; \
+         {} syncs and {} writes failed: {PROPERTIES}",
         committers.join("/"),
         n(&tally.crashes),
         n(&tally.crashes_in_recovery),
         n(&tally.records_acknowledged),
         n(&tally.acknowledged_checked),
         n(&tally.images_checked),
+        n(&tally.segments_created),
+        n(&tally.hole_waits),
         n(&tally.kept),
         n(&tally.dropped),
         n(&tally.torn),
