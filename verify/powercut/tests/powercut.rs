@@ -1,5 +1,7 @@
 //! The power-cut test: the WAL example's log module, in a child process with many
-//! committer threads, on a FUSE mount that loses what was not synced. At a random moment
+//! committer threads, on a FUSE mount that loses what was not synced. The log lives in a
+//! directory of 16 KiB segments, so a life rolls over to new segment files (each created,
+//! synced, and its directory entry synced) a dozen times or so. At a random moment
 //! the power is cut (the mount freezes and drops its volatile state) and the child is
 //! killed; the file system is mounted again, the log recovered with the log module's own
 //! recovery, and every record whose commit was acknowledged must be there, intact.
@@ -37,7 +39,10 @@ const THREADS: u64 = 8;
 const RECORDS_PER_THREAD: u64 = 1_000;
 /// Acknowledgements after which a life is cut, at most.
 const MAX_CUT_AFTER: u64 = 1_500;
-const LOG_NAME: &str = "wal.log";
+/// The log's directory on the mount.
+const LOG_DIR: &str = "wal";
+/// Small segments, so that lives roll over often.
+const SEGMENT_BYTES: u64 = 16 * 1024;
 
 #[derive(Clone, Copy, Debug)]
 struct Ack {
@@ -133,6 +138,8 @@ struct Totals {
     enospc_lives: u64,
     failed_appends_enospc: u64,
     cuts_inside_operations: u64,
+    /// Segments of the logs recovered after each round's last cut.
+    segments: u64,
 }
 
 /// A scratch directory for the whole test, removed at the end.
@@ -235,11 +242,26 @@ fn check(acked: &[Ack], recovery: &Recovery, tags: &[u64]) -> Result<u64, String
 }
 
 fn recover_by_scan(mnt: &Path) -> Result<Recovery, String> {
-    match fs::read(mnt.join(LOG_NAME)) {
-        Ok(bytes) => Ok(log::scan(&bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(log::scan(&[])),
-        Err(e) => Err(format!("read the log after the cut: {e}")),
-    }
+    let dir = mnt.join(LOG_DIR);
+    let listed = match fs::read_dir(&dir) {
+        Ok(entries) => {
+            let mut listed = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| format!("list the log after the cut: {e}"))?;
+                if let Some(index) = entry.file_name().to_str().and_then(log::parse_segment_name) {
+                    listed.push(index);
+                }
+            }
+            listed.sort_unstable();
+            listed
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(format!("list the log after the cut: {e}")),
+    };
+    log::scan_log(&listed, SEGMENT_BYTES, |index| {
+        fs::read(dir.join(log::segment_name(index)))
+    })
+    .map_err(|e| format!("read the log after the cut: {e}"))
 }
 
 /// One round: a fresh log through one or more lives, each ended by a power cut.
@@ -277,8 +299,17 @@ fn round(seed: u64, dir: &Path, totals: &mut Totals) -> Result<(), String> {
 
         let mounted = Mounted::mount(&store, &mnt).map_err(|e| format!("mount: {e}"))?;
         let mut child = Command::new(CHILD)
-            .arg(mnt.join(LOG_NAME))
-            .args([THREADS, RECORDS_PER_THREAD, tag, rng.next_u64()].map(|n| n.to_string()))
+            .arg(mnt.join(LOG_DIR))
+            .args(
+                [
+                    SEGMENT_BYTES,
+                    THREADS,
+                    RECORDS_PER_THREAD,
+                    tag,
+                    rng.next_u64(),
+                ]
+                .map(|n| n.to_string()),
+            )
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| format!("spawn {CHILD}: {e}"))?;
@@ -353,7 +384,7 @@ fn round(seed: u64, dir: &Path, totals: &mut Totals) -> Result<(), String> {
 
         let mounted = Mounted::mount(&store, &mnt).map_err(|e| format!("remount: {e}"))?;
         let recovery = recover_by_scan(&mnt)?;
-        if !acked.is_empty() && !mnt.join(LOG_NAME).exists() {
+        if !acked.is_empty() && !mnt.join(LOG_DIR).join(log::segment_name(0)).exists() {
             totals.logs_lost += 1;
         }
         let checked = check(&acked, &recovery, &tags)
@@ -364,8 +395,8 @@ fn round(seed: u64, dir: &Path, totals: &mut Totals) -> Result<(), String> {
                 return Ok(survived);
             }
             // The log module's own recovery must find the same, and cut what follows.
-            let (wal, opened) = FileStorage::open(&mnt.join(LOG_NAME))
-                .and_then(|storage| Wal::open(storage, Config::default()))
+            let (wal, opened) = FileStorage::open(&mnt.join(LOG_DIR))
+                .and_then(|storage| Wal::open(storage, Config::default(), SEGMENT_BYTES))
                 .map_err(|e| format!("Wal::open after the last cut: {e}"))?;
             if opened.records != recovery.records || wal.end() != recovery.end {
                 return Err("Wal::open recovered other records than a scan".into());
@@ -382,6 +413,7 @@ fn round(seed: u64, dir: &Path, totals: &mut Totals) -> Result<(), String> {
         if last {
             totals.acknowledged += acked.len() as u64;
             totals.survived += survived;
+            totals.segments += recovery.segments;
         }
     }
     totals.rounds += 1;
@@ -438,7 +470,8 @@ fn acknowledged_records_survive_power_cuts() {
     println!(
         "verify: powercut {} rounds ({} cuts through FUSE, {} of them as an operation \
          arrived; seed {first_seed:#x}), {} of {} \
-         acknowledged records present and intact after the last cut; the cuts dropped \
+         acknowledged records present and intact after the last cut, in {} segments of \
+         {SEGMENT_BYTES} bytes; the cuts dropped \
          {} unsynced bytes ({} torn writes), {} unsynced directory changes ({} logs lost \
          whole); {} fsync EIOs dropped {} bytes, {} appends and commits failed after them; ENOSPC in \
          {} lives ({} failed appends); {:.0} s",
@@ -447,6 +480,7 @@ fn acknowledged_records_survive_power_cuts() {
         totals.cuts_inside_operations,
         totals.survived,
         totals.acknowledged,
+        totals.segments,
         totals.bytes_dropped,
         totals.writes_torn,
         totals.dir_changes_lost,

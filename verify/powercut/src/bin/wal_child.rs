@@ -1,11 +1,12 @@
-//! The process the power-cut test kills: the WAL example's log module on a real file,
-//! with many committer threads.
+//! The process the power-cut test kills: the WAL example's log module on real files (a
+//! directory of segments), with many committer threads.
 //!
 //! ```text
-//! wal_child LOG_PATH THREADS RECORDS_PER_THREAD TAG SEED
+//! wal_child LOG_DIR SEGMENT_BYTES THREADS RECORDS_PER_THREAD TAG SEED
 //! ```
 //!
-//! Opens (recovers) the log with `Wal::open` on `FileStorage`, then each thread appends
+//! Opens (recovers) the log with `Wal::open` on `FileStorage` (segments of
+//! `SEGMENT_BYTES`), then each thread appends
 //! sample payloads (`log::sample_payload(TAG, thread, seq, len)`) and commits them. Lines
 //! on stdout, each written only after the event it reports:
 //!
@@ -58,19 +59,23 @@ fn errno(error: &io::Error) -> i32 {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() != 5 {
-        eprintln!("usage: wal_child LOG_PATH THREADS RECORDS_PER_THREAD TAG SEED");
+    if args.len() != 6 {
+        eprintln!("usage: wal_child LOG_DIR SEGMENT_BYTES THREADS RECORDS_PER_THREAD TAG SEED");
         return ExitCode::from(2);
     }
     let path = PathBuf::from(&args[0]);
     let numbers: Result<Vec<u64>, _> = args[1..].iter().map(|a| a.parse::<u64>()).collect();
     let Ok(numbers) = numbers else {
-        eprintln!("wal_child: THREADS, RECORDS_PER_THREAD, TAG and SEED are numbers");
+        eprintln!(
+            "wal_child: SEGMENT_BYTES, THREADS, RECORDS_PER_THREAD, TAG and SEED are numbers"
+        );
         return ExitCode::from(2);
     };
-    let (threads, records, tag, seed) = (numbers[0], numbers[1], numbers[2], numbers[3]);
+    let (segment_bytes, threads, records, tag, seed) =
+        (numbers[0], numbers[1], numbers[2], numbers[3], numbers[4]);
 
-    let opened = FileStorage::open(&path).and_then(|storage| Wal::open(storage, Config::default()));
+    let opened = FileStorage::open(&path)
+        .and_then(|storage| Wal::open(storage, Config::default(), segment_bytes));
     let wal = match opened {
         Ok((wal, recovery)) => {
             say(&format!("open {} {}", recovery.end, recovery.records.len()));
