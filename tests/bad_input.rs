@@ -412,13 +412,9 @@ fn records_log(lens: &[usize], segment_bytes: u64) -> (Image, Vec<log::Record>) 
         let payload = log::sample_payload(1, 0, i as u64, len);
         let start = log::place(end, (log::HEADER + payload.len()) as u64, segment_bytes);
         let segment = start / segment_bytes;
-        if !image.contains_key(&segment) {
-            image.insert(
-                segment,
-                log::segment_header(segment, segment_bytes, end).to_vec(),
-            );
-        }
-        let bytes = image.get_mut(&segment).expect("just made");
+        let bytes = image
+            .entry(segment)
+            .or_insert_with(|| log::segment_header(segment, segment_bytes, end).to_vec());
         assert_eq!(bytes.len() as u64, start - segment * segment_bytes);
         bytes.extend(log::encode(&payload, start));
         end = start + (log::HEADER + payload.len()) as u64;
