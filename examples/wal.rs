@@ -3,7 +3,7 @@
 //! syncs it.
 //!
 //! ```text
-//! cargo run --release --example wal                       # temp dir, 8 threads, 3 s
+//! cargo run --release --example wal                       # temp dir, 8 threads, 3 s, 1 KiB records
 //! cargo run --release --example wal -- --segment-bytes 1048576   # many 1 MiB segments
 //! cargo run --release --example wal -- --threads 32 --seconds 10 --dir /var/tmp/wal
 //! ```
@@ -50,7 +50,7 @@ fn parse_args() -> Result<Options, String> {
         dir: None,
         threads: 8,
         seconds: 3.0,
-        record_bytes: 128,
+        record_bytes: 1024,
         segment_bytes: log::DEFAULT_SEGMENT_BYTES,
         group_threshold: 0,
         group_interval_us: 0,
