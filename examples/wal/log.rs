@@ -1011,8 +1011,8 @@ impl<S: Storage, L: AppendLock> Wal<S, L> {
         tail.waiting_for_copies -= 1;
     }
 
-    /// The LSN the next record starts at, or the end of the last record (they differ
-    /// when the next record starts a segment).
+    /// The end of the last record appended: the LSN the log reaches once everything
+    /// appended is durable (where recovery left it, before the first append).
     pub fn end(&self) -> u64 {
         self.lock_tail().reserved
     }
