@@ -115,6 +115,30 @@ impl fmt::Display for Failure {
     }
 }
 
+/// The error inside the `WriteZero` that a leader gets when its flush made no progress
+/// (it reported no more than the durable LSN, say because the log buffer has a hole
+/// where a record is still being copied in). Nothing is lost or poisoned; the caller may
+/// try again. A device's own `WriteZero` does not carry it.
+///
+/// # Examples
+///
+/// ```
+/// use group_commit::{Config, GroupFlush, NoProgress};
+/// let log = GroupFlush::new(Config::default());
+/// let err = log.flush(9, |_| Ok(0)).unwrap_err();
+/// assert!(err.get_ref().is_some_and(|inner| inner.is::<NoProgress>()));
+/// ```
+#[derive(Debug)]
+pub struct NoProgress(pub(crate) String);
+
+impl fmt::Display for NoProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoProgress {}
+
 pub(crate) fn invalid_input(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
 }

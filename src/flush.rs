@@ -67,6 +67,25 @@ impl GroupFlush {
         }
     }
 
+    /// A manager for a log recovered up to `lsn`: everything up to it is durable
+    /// already (the recovery synced it), so no fsync runs for it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use group_commit::{Config, GroupFlush};
+    /// let log = GroupFlush::recovered(Config::default(), 100);
+    /// assert_eq!(log.durable_lsn(), 100);
+    /// log.flush(100, |_| unreachable!())?; // durable already: no fsync
+    /// assert_eq!(log.stats().fsyncs, 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn recovered(config: Config, lsn: u64) -> Self {
+        GroupFlush {
+            protocol: Protocol::recovered(config, lsn),
+        }
+    }
+
     /// Returns the durable LSN (at least `lsn`) once `lsn` is durable. `flush` runs only
     /// if this caller leads (more than once if a run covers less than `lsn` but makes
     /// progress); it is given the target, the highest LSN requested so far, and returns

@@ -76,7 +76,7 @@ pub mod trace;
 pub use config::{
     Config, ConfigBuilder, Gathering, DEFAULT_WAITER_TIMEOUT, MAX_REFERENCE_INTERVAL,
 };
-pub use error::{ConfigError, Failure};
+pub use error::{ConfigError, Failure, NoProgress};
 pub use flush::GroupFlush;
 pub use lsn::GroupCommit;
 pub use manager::FsyncManager;

@@ -45,6 +45,25 @@ impl GroupCommit {
         }
     }
 
+    /// A manager for a log recovered up to `lsn`: everything up to it is durable
+    /// already (the recovery synced it), so no fsync runs for it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use group_commit::{Config, GroupCommit};
+    /// let log = GroupCommit::recovered(Config::default(), 100);
+    /// assert_eq!(log.durable_lsn(), 100);
+    /// log.commit(100, || unreachable!())?; // durable already: no fsync
+    /// assert_eq!(log.stats().fsyncs, 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn recovered(config: Config, lsn: u64) -> Self {
+        GroupCommit {
+            protocol: Protocol::recovered(config, lsn),
+        }
+    }
+
     /// Tells the manager that every byte up to `lsn` has been written to the file, so
     /// the next fsync to start will cover it. Call it in LSN order once the bytes below
     /// `lsn` are all written.

@@ -22,7 +22,7 @@
 
 use crate::adaptive::Adaptive;
 use crate::config::{Config, Gathering};
-use crate::error::{invalid_input, Failure};
+use crate::error::{invalid_input, Failure, NoProgress};
 use crate::group::{Group, Outcome, Wake};
 use crate::stats::{InFlight, Stats};
 use crate::sync::{leading, AtomicBool, AtomicU64, Condvar, Instant, Mutex, MutexGuard};
@@ -211,6 +211,19 @@ impl Protocol {
             lock_free_returns: AtomicU64::new(0),
             config,
         }
+    }
+
+    /// A protocol for a log recovered up to `lsn`: written and durable there already,
+    /// so the first call above it is the first to need an fsync.
+    pub(crate) fn recovered(config: Config, lsn: u64) -> Self {
+        let protocol = Protocol::new(config);
+        {
+            let mut st = protocol.state.lock();
+            st.written = lsn;
+            st.durable = lsn;
+        }
+        protocol.durable.store(lsn, Ordering::Release);
+        protocol
     }
 
     pub(crate) fn config(&self) -> &Config {
@@ -834,7 +847,9 @@ fn no_progress(covered: u64, durable: u64, lsn: u64) -> io::Error {
     };
     io::Error::new(
         io::ErrorKind::WriteZero,
-        format!("the flush made no progress: it {what}; LSN {lsn} of this call is not durable"),
+        NoProgress(format!(
+            "the flush made no progress: it {what}; LSN {lsn} of this call is not durable"
+        )),
     )
 }
 

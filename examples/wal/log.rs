@@ -57,7 +57,7 @@
 //! Shared by `examples/wal.rs` and the tests (`#[path]`), so the tested log is the one the
 //! example runs.
 
-use group_commit::{Config, GroupFlush};
+use group_commit::{Config, GroupFlush, NoProgress};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -888,10 +888,7 @@ impl<S: Storage, L: AppendLock> Wal<S, L> {
                 Ok(_) => return Ok(()),
                 // This caller led, and its flush stopped at a hole below `lsn`: wait
                 // for the copy, then flush again.
-                Err(error)
-                    if error.kind() == io::ErrorKind::WriteZero
-                        && self.flushes.failure().is_none() =>
-                {
+                Err(error) if error.get_ref().is_some_and(|e| e.is::<NoProgress>()) => {
                     self.wait_for_copies(lsn)
                 }
                 Err(error) => return Err(error),
