@@ -8,12 +8,17 @@
 (* (src/trace.rs): a header line (front end, gathering policy), then one  *)
 (* line per step taken under the protocol's lock, in lock order, with the  *)
 (* thread, the action's name, the caller's LSN and the state after the     *)
-(* step.  TLC looks for a behaviour of GroupCommit whose logged steps are  *)
-(* exactly the log's lines, in order, each leaving the recorded state;     *)
-(* the steps the log cannot show (a wait ending without a notify, the      *)
-(* fsync itself, FastPath, a gathering leader going back to sleep) may     *)
-(* happen anywhere in between, as the spec allows.  The log is accepted    *)
-(* when such a behaviour reaches its last line.                            *)
+(* step (the LSN bags `riders` and `next_group` as their sizes).  TLC looks *)
+(* for a behaviour of GroupCommit whose logged steps are exactly the log's *)
+(* lines, in order, each leaving the recorded state; the steps the log     *)
+(* cannot show may happen anywhere in between, as the spec allows: those   *)
+(* taken without the lock (HandOff, WakeRiders, WakeFailedGroups; a woken  *)
+(* member looking at its mailbox or returning, WakeServed, WakeFailed; a   *)
+(* deadline passing; the flush itself, with the LSN it reported, which the *)
+(* next FinishFsync line pins down; Flush's choice of LSN and FastPath), a *)
+(* re-entrant call's                                                       *)
+(* refusal, and a gathering leader going back to sleep.  The log is        *)
+(* accepted when such a behaviour reaches its last line.                   *)
 (*                                                                         *)
 (* verify/tlc writes the config: TraceFile, and the constants of           *)
 (* GroupCommit taken from the log (TraceThreads, TraceApi, ...).           *)
@@ -32,9 +37,12 @@ TraceNoThread == -1   \* thread ids are natural numbers
 TraceApi == Header.api
 TraceGathering == Header.gathering
 TraceThreshold == Header.threshold
+\* (A GroupFlush flush may report more than was requested: durable counts too.)
 TraceMaxWrites ==
-    LET w == {Log[i].written : i \in DOMAIN Log} IN
+    LET w == {Log[i].written : i \in DOMAIN Log} \cup {Log[i].durable : i \in DOMAIN Log} IN
     IF w = {} THEN 0 ELSE CHOOSE m \in w : \A x \in w : x <= m
+\* Every flush of the run may have reported less than its target.
+TraceMaxShortFlushes == Cardinality({i \in DOMAIN Log : Log[i].action = "StartFsync"})
 
 VARIABLE cursor   \* the next log line to match (1..Len(Log) + 1)
 traceVars == <<vars, cursor>>
@@ -48,8 +56,8 @@ Matches(line) ==
     /\ phase' = line.phase
     /\ target' = line.target
     /\ started' = line.started
-    /\ riders' = line.riders
-    /\ nextGroup' = line.next_group
+    /\ Size(riderLsns') = line.riders
+    /\ Size(nextLsns') = line.next_group
     /\ failed' = line.failed
     /\ gatherUntil' = line.gather_until
     /\ recentlyActive' = line.recently_active
@@ -64,13 +72,14 @@ ReMark(t) == pc[t] = "idle" /\ lock = NoThread /\ UNCHANGED vars
 \* gather loop ends; its turns that go back to sleep are not.
 Logged(a, t) ==
     \/ a = "CommitArrival" /\ CommitArrival(t)
-    \/ a = "MarkWritten" /\ (MarkWritten(t) \/ ReMark(t))
+    \/ a = "MarkWritten" /\ (MarkWritten(t) \/ ReMark(t) \/ (Api = "lsn" /\ ReentrantCall(t)))
+    \/ a = "RequestFlush" /\ RequestFlush(t)
     \/ a = "Arrive" /\ Arrive(t)
     \/ a = "Return" /\ Return(t)
     \/ a = "Wait" /\ Wait(t)
-    \/ a = "Wake" /\ Wake(t)
+    \/ a = "Requeue" /\ Requeue(t)
+    \/ a = "TakeLead" /\ TakeLead(t)
     \/ a = "Timeout" /\ Timeout(t)
-    \/ a = "Recheck" /\ Recheck(t)
     \/ a = "BecomeLeader" /\ BecomeLeader(t)
     \/ a = "Gather" /\ Gather(t) /\ pc'[t] = "start_fsync"
     \/ a = "StartFsync" /\ StartFsync(t)
@@ -88,9 +97,12 @@ LoggedStep ==
 \* What the log cannot show.
 HiddenStep ==
     /\ \E t \in Threads:
-          \/ Commit(t) \/ FastPath(t) \/ SpuriousWakeup(t) \/ DeadlinePasses(t)
-          \/ GatherDeadline(t) \/ RunFsync(t)
+          \/ Commit(t) \/ Flush(t) \/ FastPath(t) \/ SpuriousWakeup(t)
+          \/ DeadlinePasses(t) \/ Look(t) \/ GatherDeadline(t) \/ RunFsync(t)
           \/ Gather(t) /\ pc'[t] = "gathering"
+          \/ HandOff(t) \/ WakeRiders(t) \/ WakeFailedGroups(t)
+          \/ WakeServed(t) \/ WakeFailed(t)
+          \/ (Api = "closure" /\ ReentrantCall(t)) \/ RefuseReentry(t)
     /\ UNCHANGED cursor
 
 TraceNext == LoggedStep \/ HiddenStep
@@ -98,8 +110,9 @@ TraceSpec == TraceInit /\ [][TraceNext]_traceVars
 
 \* The properties of GroupCommit hold along the way (they are cheap here).
 TraceInvariant ==
-    /\ TypeOK /\ FsyncBeforeReturn /\ DurableOnDisk /\ AtMostOneFsync
-    /\ NoFsyncAfterPoison /\ NoWaiterWithoutLeader
+    /\ TypeOK /\ FsyncBeforeReturn /\ DurableBeforeOk /\ DurableOnDisk
+    /\ AtMostOneFsync /\ NoFsyncAfterPoison /\ NoWaiterWithoutLeader
+    /\ WaitersHaveAWayOut /\ GroupToldOnce /\ GroupCounts /\ NoRedundantFsync
 
 (* Verdict.  The constraint keeps, in TLC register 1, the furthest line any *)
 (* behaviour matched; once a behaviour has matched them all, it says so and *)
