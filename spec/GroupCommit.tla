@@ -659,7 +659,9 @@ StartFsync(t) ==
 (* The flush, outside the lock.  A successful one makes durable what it    *)
 (* reports: its target (closure and LSN front ends), or with GroupFlush    *)
 (* any LSN it chooses from a small range: below the durable LSN, up to it, *)
-(* short of the target, the target, or beyond it up to what was requested  *)
+(* short of the target, the target, or beyond it: up to what was requested *)
+(* and further, to records appended whose callers have not asked yet (the  *)
+(* log holds MaxWrites; a real flush drains whatever the buffer holds)     *)
 (* (at most MaxShortFlushes short of the target per behaviour, to keep the *)
 (* state space finite).  A failed or panicking one drops every record not  *)
 (* yet durable, for good (Linux after EIO).                                *)
@@ -672,7 +674,7 @@ Drop ==
 
 Covers ==
     IF Api # "flush" THEN {target}
-    ELSE {c \in (IF durable > 0 THEN durable - 1 ELSE 0)..written :
+    ELSE {c \in (IF durable > 0 THEN durable - 1 ELSE 0)..MaxWrites :
              c >= target \/ shorts < MaxShortFlushes}
 
 RunFsync(t) ==

@@ -14,10 +14,12 @@
 //! ```
 //!
 //! The actions are those of `spec/GroupCommit.tla` that run under the lock:
-//! `CommitArrival`, `MarkWritten`, `Arrive`, `Return`, `Wait`, `TakeLead`, `Timeout`,
+//! `CommitArrival`, `MarkWritten`, `RequestFlush`, `Arrive`, `Return`, `Wait`, `Requeue`,
+//! `TakeLead`, `Timeout`,
 //! `BecomeLeader`, `Gather`, `StartFsync`, `FinishFsync`, `FailFsync`, `PanicFsync`.
-//! The steps taken without it (`FastPath`, a waiter woken by its slot's signal and
-//! returning, the fsync itself) are not logged; the trace spec fills them in.
+//! The steps taken without it (`FastPath`, a group told its outcome or offered the lead,
+//! a member woken and returning, the flush itself) are not logged; the trace spec fills
+//! them in.
 
 use crate::config::{Config, Gathering};
 use crate::protocol::Phase;
@@ -55,7 +57,7 @@ pub fn finish() -> Vec<String> {
 }
 
 /// The first line of a log: which front end the steps came through (`"closure"` for
-/// `FsyncManager`, `"lsn"` for `GroupCommit`) and the gathering policy, which the trace
+/// `FsyncManager`, `"lsn"` for `GroupCommit`, `"flush"` for `GroupFlush`) and the gathering policy, which the trace
 /// spec needs to know.
 pub fn header(api: &str, config: &Config) -> String {
     let (gathering, threshold) = match config.gathering() {

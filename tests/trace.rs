@@ -2,7 +2,8 @@
 //! `verify/tlc` checks with TLC that each log is a behaviour of `spec/GroupCommit.tla`
 //! (`spec/GroupCommitTrace.tla`).
 //!
-//! Real threads: both front ends, with waiter timeouts short enough to expire, spurious
+//! Real threads: the three front ends (GroupFlush's flushes report short, stale and
+//! beyond-target LSNs in turn), with waiter timeouts short enough to expire, spurious
 //! wake-ups sent by a helper thread, gathering, and a failing or panicking fsync.
 //! Shuttle (`--features trace,shuttle`): the executions of `tests/model_harness`, with
 //! deadlines passing and spurious wake-ups drawn at random.
@@ -18,7 +19,7 @@
 #[cfg(all(feature = "shuttle", not(feature = "loom")))]
 mod model_harness;
 
-use group_commit::{trace, Config, FsyncManager, GroupCommit};
+use group_commit::{trace, Config, FsyncManager, GroupCommit, GroupFlush};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -187,6 +188,71 @@ fn lsn_run(name: &str, config: Config, threads: usize, calls: usize, fault: Faul
     save(name, trace::header("lsn", &config), &lines);
 }
 
+/// A GroupFlush flush: the fault as `slow_fsync` has it, then the LSN it reports, in turn
+/// its target, one short of it, everything appended so far (beyond the target when some
+/// committers have not asked yet), and 0 (stale: no progress).
+fn reporting_flush(count: &AtomicU64, appended: &Mutex<u64>, target: u64, fault: Fault) -> io::Result<u64> {
+    let n = count.load(Ordering::SeqCst);
+    slow_fsync(count, fault)?;
+    Ok(match n % 4 {
+        0 => target,
+        1 => target - 1,
+        2 => *appended.lock().unwrap(),
+        _ => 0,
+    })
+}
+
+/// `threads` callers append a record each (its LSN the count so far) and flush it
+/// through `GroupFlush`; an `Ok` covers the LSN, a `WriteZero` is a flush with no
+/// progress.
+fn flush_run(name: &str, config: Config, threads: usize, calls: usize, fault: Fault) {
+    let _one = RECORDING.lock().unwrap_or_else(|p| p.into_inner());
+    quiet_planted_panics();
+    trace::start();
+    let log = Arc::new(GroupFlush::new(config));
+    let appended = Arc::new(Mutex::new(0u64));
+    let flushes = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let spurious = {
+        let log = Arc::clone(&log);
+        poker(Arc::clone(&done), move || log.wake_everyone_spuriously())
+    };
+    let callers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (log, appended, flushes) =
+                (Arc::clone(&log), Arc::clone(&appended), Arc::clone(&flushes));
+            std::thread::spawn(move || {
+                for _ in 0..calls {
+                    let lsn = {
+                        let mut end = appended.lock().unwrap();
+                        *end += 1;
+                        *end
+                    };
+                    let flush = || {
+                        log.flush(lsn, |target| reporting_flush(&flushes, &appended, target, fault))
+                    };
+                    if let Ok(Ok(durable)) = catch_unwind(AssertUnwindSafe(flush)) {
+                        assert!(durable >= lsn, "{lsn} acknowledged with durable {durable}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.join().expect("callers catch their panics");
+    }
+    done.store(true, Ordering::SeqCst);
+    spurious.join().unwrap();
+    let lines = trace::finish();
+    if fault != Fault::None {
+        assert!(
+            log.failure().is_some(),
+            "{name}: the planted fault never fired"
+        );
+    }
+    save(name, trace::header("flush", &config), &lines);
+}
+
 fn short_timeouts() -> Config {
     Config::builder()
         .waiter_timeout(Duration::from_micros(400))
@@ -261,11 +327,18 @@ fn threads_lsn() {
     lsn_run("threads-lsn-eio", fixed_gathering(), 3, 5, Fault::Fail(3));
 }
 
+#[test]
+fn threads_flush() {
+    flush_run("threads-flush", short_timeouts(), 4, 5, Fault::None);
+    flush_run("threads-flush-fixed", fixed_gathering(), 3, 6, Fault::None);
+    flush_run("threads-flush-eio", fixed_gathering(), 3, 5, Fault::Fail(3));
+}
+
 /// Shuttle: the model harness's executions, three or four callers, each logged.
 #[cfg(all(feature = "shuttle", not(feature = "loom")))]
 mod shuttle_runs {
     use super::{save, trace, RECORDING};
-    use crate::model_harness::{quiet_planted_panics, Api, Fault, Gather, Scenario};
+    use crate::model_harness::{quiet_planted_panics, Api, Coverage, Fault, Gather, Scenario};
     use group_commit::Config;
     use shuttle::rand::{thread_rng, Rng};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -306,11 +379,22 @@ mod shuttle_runs {
             if api == Api::Lsn {
                 scenario = scenario.recommit();
             }
+            if api == Api::Flush {
+                let n = rng.gen_range(0..3);
+                scenario = scenario.coverage(
+                    [Coverage::Short(n), Coverage::Stale(n), Coverage::Beyond(n)]
+                        [rng.gen_range(0..3)],
+                );
+            }
             trace::start();
             scenario.execute();
             let lines = trace::finish();
             let n = count.fetch_add(1, Ordering::SeqCst);
-            let front = if api == Api::Lsn { "lsn" } else { "closure" };
+            let front = match api {
+                Api::Manager => "closure",
+                Api::Lsn => "lsn",
+                Api::Flush => "flush",
+            };
             save(
                 &format!("{name}-{n}"),
                 trace::header(front, &config(scenario.gather)),
@@ -328,5 +412,10 @@ mod shuttle_runs {
     #[test]
     fn shuttle_lsn() {
         record(Api::Lsn, "shuttle-lsn");
+    }
+
+    #[test]
+    fn shuttle_flush() {
+        record(Api::Flush, "shuttle-flush");
     }
 }
