@@ -124,6 +124,9 @@ fn modes(api: Api, callers: usize) -> Vec<Scenario> {
     // A failure seen by a waiter that timed out, or woke spuriously.
     all.push(base.fault(Fault::Fail(0)).deadlines(0b1));
     all.push(base.fault(Fault::Fail(0)).spurious(0b1));
+    // A waiter served by a successful fsync times out before its signal arrives, and a
+    // later fsync has failed by then: it must still return Ok.
+    all.push(base.fault(Fault::Fail(1)).deadlines(0b1));
     all.push(base.gather(Gather::Fixed));
     all.push(base.gather(Gather::Adaptive));
     all.push(base.gather(Gather::Fixed).deadlines(0b1));

@@ -396,6 +396,43 @@ fn f7_timed_out_waiters_never_fsync_beside_the_leader() {
     );
 }
 
+/// F7's other half: a waiter whose timeout passed waits again as cheaply as before, a
+/// whole period before its next timeout (no busy wait). Each timeout is counted, and a
+/// waiter's k-th can only end once k periods have passed since it arrived (a deadline is
+/// seen to pass only when the clock has reached it), so while the leader's fsync is
+/// held open the count can never exceed, per waiter, the periods elapsed since the test
+/// started. The bound follows from the clock, not from the machine being fast: a waiter
+/// that spins reaches the count long before the periods pass.
+#[test]
+fn f7_a_timed_out_waiter_sleeps_a_whole_period_before_its_next_timeout() {
+    const WAITERS: u64 = 2;
+    let period = Duration::from_millis(10);
+    let config = Config::builder().waiter_timeout(period).build().unwrap();
+    let m = manager(config);
+    let gate = Gate::new();
+    let started = Instant::now();
+    let leader = gated_fsync(&m, &gate, || Ok(()));
+    gate.wait_arrivals(1);
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|_| gated_fsync(&m, &gate, || Ok(())))
+        .collect();
+    eventually("timeouts expired while the fsync was held", || {
+        m.stats().timeouts >= 10 * WAITERS
+    });
+    let timeouts = m.stats().timeouts;
+    let periods = (started.elapsed().as_nanos() / period.as_nanos()) as u64;
+    assert!(
+        timeouts <= WAITERS * periods,
+        "{timeouts} timeouts from {WAITERS} waiters in {periods} periods: a timed-out waiter busy-waits"
+    );
+    gate.open();
+    leader.value().unwrap();
+    for waiter in waiters {
+        waiter.value().unwrap();
+    }
+    assert_eq!(m.stats().fsyncs, 2);
+}
+
 /// F8, a lone promoted leader sleeps the whole group interval. Here a leader does not
 /// count itself as a companion, so alone it does not wait; and a gathering leader wakes
 /// the moment its threshold is met, not at the end of its (one hour) interval.
