@@ -156,7 +156,8 @@ fn f3_spurious_wake_ups_change_nothing() {
 }
 
 /// F3 for a rider of the LSN front end: woken spuriously while the fsync that covers it
-/// runs, it must not return before that fsync has finished.
+/// runs, it must not return before that fsync has finished; and that fsync makes durable
+/// its own target, not what was written while it ran.
 #[test]
 fn f3_a_spuriously_woken_rider_waits_for_its_fsync() {
     let log = Arc::new(GroupCommit::new(no_timeouts()));
@@ -187,11 +188,17 @@ fn f3_a_spuriously_woken_rider_waits_for_its_fsync() {
         "the rider returned before its fsync finished"
     );
     assert_eq!(log.durable_lsn(), 0);
+    // Written while the fsync runs: that fsync's target (10) does not cover it.
+    log.mark_written(12).unwrap();
 
     gate.open();
     leader.value().unwrap();
     rider.value().unwrap();
-    assert_eq!(log.durable_lsn(), 10);
+    assert_eq!(
+        log.durable_lsn(),
+        10,
+        "an fsync covered what was written after it began"
+    );
     assert_eq!((log.stats().fsyncs, log.stats().served), (1, 2));
 }
 
