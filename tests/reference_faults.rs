@@ -81,8 +81,8 @@ fn f1_hand_off_reaches_a_waiter_that_just_joined() {
 }
 
 /// F2, orphaned group. The reference lets a promoted waiter replace the group that
-/// newer arrivals joined. Here groups are the generations of fsyncs and are never
-/// replaced: a group formed behind a promoted leader is handed off in its turn.
+/// newer arrivals joined. Here a group formed behind a promoted leader is handed off in
+/// its turn, to its own oldest waiter: never to a rider the finishing fsync served.
 #[test]
 fn f2_a_group_behind_a_promoted_leader_is_served() {
     let m = manager(no_timeouts());
@@ -94,25 +94,33 @@ fn f2_a_group_behind_a_promoted_leader_is_served() {
     let second = Gate::new();
     let t1 = gated_fsync(&m, &second, || Ok(()));
     eventually("T1 has joined", || waiting(&m) == 1);
+    // R joins T1's group after it: it rides T1's fsync, and must not lead.
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = counted_fsync(&m, &ran);
+    eventually("R has joined", || waiting(&m) == 2);
     first.open();
     second.wait_arrivals(1);
 
-    // T2 and T4 form the group behind the promoted leader T1.
-    let ran = Arc::new(AtomicUsize::new(0));
+    // T2 and T4 form the group behind the promoted leader T1, while R rides.
     let t2 = counted_fsync(&m, &ran);
     let t4 = counted_fsync(&m, &ran);
-    eventually("T2 and T4 have joined", || waiting(&m) == 2);
+    eventually("T2 and T4 have joined", || waiting(&m) == 3);
     second.open();
 
-    for call in [l0, t1, t2, t4] {
+    for call in [l0, t1, r, t2, t4] {
         call.value().unwrap();
     }
     // One of T2 and T4 led; the other rode its fsync. Nobody was left to a timeout.
     assert_eq!(ran.load(Ordering::SeqCst), 1);
     let stats = m.stats();
     assert_eq!(
-        (stats.fsyncs, stats.timeouts, stats.largest_group),
-        (3, 0, 2)
+        (
+            stats.fsyncs,
+            stats.timeouts,
+            stats.largest_group,
+            stats.served
+        ),
+        (3, 0, 2, 5)
     );
 }
 
