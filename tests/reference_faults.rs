@@ -81,8 +81,9 @@ fn f1_hand_off_reaches_a_waiter_that_just_joined() {
 }
 
 /// F2, orphaned group. The reference lets a promoted waiter replace the group that
-/// newer arrivals joined. Here a group formed behind a promoted leader is handed off in
-/// its turn, to its own oldest waiter: never to a rider the finishing fsync served.
+/// newer arrivals joined. Here a group formed behind a promoted leader is offered the
+/// lead in its turn: never lost, and never offered to the group the finishing fsync
+/// just served.
 #[test]
 fn f2_a_group_behind_a_promoted_leader_is_served() {
     let m = manager(no_timeouts());
@@ -90,18 +91,17 @@ fn f2_a_group_behind_a_promoted_leader_is_served() {
     let l0 = gated_fsync(&m, &first, || Ok(()));
     first.wait_arrivals(1);
 
-    // T1 waits behind L0 and will be promoted; its own fsync is held at a second gate.
+    // T1 and R wait behind L0: one takes the lead, the other rides its fsync, which is
+    // held at a second gate.
     let second = Gate::new();
     let t1 = gated_fsync(&m, &second, || Ok(()));
-    eventually("T1 has joined", || waiting(&m) == 1);
-    // R joins T1's group after it: it rides T1's fsync, and must not lead.
-    let ran = Arc::new(AtomicUsize::new(0));
-    let r = counted_fsync(&m, &ran);
-    eventually("R has joined", || waiting(&m) == 2);
+    let r = gated_fsync(&m, &second, || Ok(()));
+    eventually("T1 and R have joined", || waiting(&m) == 2);
     first.open();
     second.wait_arrivals(1);
 
-    // T2 and T4 form the group behind the promoted leader T1, while R rides.
+    // T2 and T4 form the group behind the promoted leader, while its companion rides.
+    let ran = Arc::new(AtomicUsize::new(0));
     let t2 = counted_fsync(&m, &ran);
     let t4 = counted_fsync(&m, &ran);
     eventually("T2 and T4 have joined", || waiting(&m) == 3);
