@@ -77,7 +77,7 @@ fn describe(scenarios: &[Scenario]) -> String {
     let count = |f: &dyn Fn(&Scenario) -> bool| scenarios.iter().filter(|s| f(s)).count();
     format!(
         "{} modes (deadlines passing {}, spurious wake-ups {}, failing fsync {}, \
-         panicking fsync {}, gathering {}, recommit {}, re-entrant calls {})",
+         panicking fsync {}, gathering {}, recommit {}, re-entrant calls {}, prewritten {})",
         scenarios.len(),
         count(&|s| s.choices.deadline_mask != 0),
         count(&|s| s.choices.spurious_mask != 0),
@@ -86,6 +86,7 @@ fn describe(scenarios: &[Scenario]) -> String {
         count(&|s| s.gather != Gather::Off),
         count(&|s| s.recommit),
         count(&|s| s.reenter),
+        count(&|s| s.prewritten > 0),
     )
 }
 
@@ -145,6 +146,13 @@ fn modes(api: Api, callers: usize) -> Vec<Scenario> {
         all.push(base.recommit().fault(Fault::Fail(0)));
         // A durable LSN committed again after a later fsync failed: refused.
         all.push(base.recommit().fault(Fault::Fail(1)));
+        // All but the last caller ride the first fsync; a rider times out before its
+        // signal arrives, after the last caller's fsync failed: it must still get Ok.
+        all.push(
+            base.prewritten(callers - 1)
+                .fault(Fault::Fail(1))
+                .deadlines(0b1),
+        );
     }
     all
 }

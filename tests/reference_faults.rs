@@ -81,8 +81,9 @@ fn f1_hand_off_reaches_a_waiter_that_just_joined() {
 }
 
 /// F2, orphaned group. The reference lets a promoted waiter replace the group that
-/// newer arrivals joined. Here groups are the generations of fsyncs and are never
-/// replaced: a group formed behind a promoted leader is handed off in its turn.
+/// newer arrivals joined. Here a group formed behind a promoted leader is offered the
+/// lead in its turn: never lost, and never offered to the group the finishing fsync
+/// just served.
 #[test]
 fn f2_a_group_behind_a_promoted_leader_is_served() {
     let m = manager(no_timeouts());
@@ -90,29 +91,36 @@ fn f2_a_group_behind_a_promoted_leader_is_served() {
     let l0 = gated_fsync(&m, &first, || Ok(()));
     first.wait_arrivals(1);
 
-    // T1 waits behind L0 and will be promoted; its own fsync is held at a second gate.
+    // T1 and R wait behind L0: one takes the lead, the other rides its fsync, which is
+    // held at a second gate.
     let second = Gate::new();
     let t1 = gated_fsync(&m, &second, || Ok(()));
-    eventually("T1 has joined", || waiting(&m) == 1);
+    let r = gated_fsync(&m, &second, || Ok(()));
+    eventually("T1 and R have joined", || waiting(&m) == 2);
     first.open();
     second.wait_arrivals(1);
 
-    // T2 and T4 form the group behind the promoted leader T1.
+    // T2 and T4 form the group behind the promoted leader, while its companion rides.
     let ran = Arc::new(AtomicUsize::new(0));
     let t2 = counted_fsync(&m, &ran);
     let t4 = counted_fsync(&m, &ran);
-    eventually("T2 and T4 have joined", || waiting(&m) == 2);
+    eventually("T2 and T4 have joined", || waiting(&m) == 3);
     second.open();
 
-    for call in [l0, t1, t2, t4] {
+    for call in [l0, t1, r, t2, t4] {
         call.value().unwrap();
     }
     // One of T2 and T4 led; the other rode its fsync. Nobody was left to a timeout.
     assert_eq!(ran.load(Ordering::SeqCst), 1);
     let stats = m.stats();
     assert_eq!(
-        (stats.fsyncs, stats.timeouts, stats.largest_group),
-        (3, 0, 2)
+        (
+            stats.fsyncs,
+            stats.timeouts,
+            stats.largest_group,
+            stats.served
+        ),
+        (3, 0, 2, 5)
     );
 }
 
@@ -156,7 +164,8 @@ fn f3_spurious_wake_ups_change_nothing() {
 }
 
 /// F3 for a rider of the LSN front end: woken spuriously while the fsync that covers it
-/// runs, it must not return before that fsync has finished.
+/// runs, it must not return before that fsync has finished; and that fsync makes durable
+/// its own target, not what was written while it ran.
 #[test]
 fn f3_a_spuriously_woken_rider_waits_for_its_fsync() {
     let log = Arc::new(GroupCommit::new(no_timeouts()));
@@ -187,11 +196,17 @@ fn f3_a_spuriously_woken_rider_waits_for_its_fsync() {
         "the rider returned before its fsync finished"
     );
     assert_eq!(log.durable_lsn(), 0);
+    // Written while the fsync runs: that fsync's target (10) does not cover it.
+    log.mark_written(12).unwrap();
 
     gate.open();
     leader.value().unwrap();
     rider.value().unwrap();
-    assert_eq!(log.durable_lsn(), 10);
+    assert_eq!(
+        log.durable_lsn(),
+        10,
+        "an fsync covered what was written after it began"
+    );
     assert_eq!((log.stats().fsyncs, log.stats().served), (1, 2));
 }
 
@@ -394,6 +409,43 @@ fn f7_timed_out_waiters_never_fsync_beside_the_leader() {
         1,
         "two fsyncs ran at once"
     );
+}
+
+/// F7's other half: a waiter whose timeout passed waits again as cheaply as before, a
+/// whole period before its next timeout (no busy wait). Each timeout is counted, and a
+/// waiter's k-th can only end once k periods have passed since it arrived (a deadline is
+/// seen to pass only when the clock has reached it), so while the leader's fsync is
+/// held open the count can never exceed, per waiter, the periods elapsed since the test
+/// started. The bound follows from the clock, not from the machine being fast: a waiter
+/// that spins reaches the count long before the periods pass.
+#[test]
+fn f7_a_timed_out_waiter_sleeps_a_whole_period_before_its_next_timeout() {
+    const WAITERS: u64 = 2;
+    let period = Duration::from_millis(10);
+    let config = Config::builder().waiter_timeout(period).build().unwrap();
+    let m = manager(config);
+    let gate = Gate::new();
+    let started = Instant::now();
+    let leader = gated_fsync(&m, &gate, || Ok(()));
+    gate.wait_arrivals(1);
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|_| gated_fsync(&m, &gate, || Ok(())))
+        .collect();
+    eventually("timeouts expired while the fsync was held", || {
+        m.stats().timeouts >= 10 * WAITERS
+    });
+    let timeouts = m.stats().timeouts;
+    let periods = (started.elapsed().as_nanos() / period.as_nanos()) as u64;
+    assert!(
+        timeouts <= WAITERS * periods,
+        "{timeouts} timeouts from {WAITERS} waiters in {periods} periods: a timed-out waiter busy-waits"
+    );
+    gate.open();
+    leader.value().unwrap();
+    for waiter in waiters {
+        waiter.value().unwrap();
+    }
+    assert_eq!(m.stats().fsyncs, 2);
 }
 
 /// F8, a lone promoted leader sleeps the whole group interval. Here a leader does not
