@@ -191,7 +191,12 @@ fn lsn_run(name: &str, config: Config, threads: usize, calls: usize, fault: Faul
 /// A GroupFlush flush: the fault as `slow_fsync` has it, then the LSN it reports, in turn
 /// its target, one short of it, everything appended so far (beyond the target when some
 /// committers have not asked yet), and 0 (stale: no progress).
-fn reporting_flush(count: &AtomicU64, appended: &Mutex<u64>, target: u64, fault: Fault) -> io::Result<u64> {
+fn reporting_flush(
+    count: &AtomicU64,
+    appended: &Mutex<u64>,
+    target: u64,
+    fault: Fault,
+) -> io::Result<u64> {
     let n = count.load(Ordering::SeqCst);
     slow_fsync(count, fault)?;
     Ok(match n % 4 {
@@ -219,8 +224,11 @@ fn flush_run(name: &str, config: Config, threads: usize, calls: usize, fault: Fa
     };
     let callers: Vec<_> = (0..threads)
         .map(|_| {
-            let (log, appended, flushes) =
-                (Arc::clone(&log), Arc::clone(&appended), Arc::clone(&flushes));
+            let (log, appended, flushes) = (
+                Arc::clone(&log),
+                Arc::clone(&appended),
+                Arc::clone(&flushes),
+            );
             std::thread::spawn(move || {
                 for _ in 0..calls {
                     let lsn = {
@@ -229,7 +237,9 @@ fn flush_run(name: &str, config: Config, threads: usize, calls: usize, fault: Fa
                         *end
                     };
                     let flush = || {
-                        log.flush(lsn, |target| reporting_flush(&flushes, &appended, target, fault))
+                        log.flush(lsn, |target| {
+                            reporting_flush(&flushes, &appended, target, fault)
+                        })
                     };
                     if let Ok(Ok(durable)) = catch_unwind(AssertUnwindSafe(flush)) {
                         assert!(durable >= lsn, "{lsn} acknowledged with durable {durable}");
