@@ -122,6 +122,9 @@ impl GroupFlush {
     where
         F: FnMut(u64) -> io::Result<u64>,
     {
+        if let Some(durable) = self.protocol.already_durable(lsn) {
+            return Ok(durable);
+        }
         self.protocol.flush(lsn, flush)
     }
 

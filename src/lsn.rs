@@ -101,6 +101,9 @@ impl GroupCommit {
     where
         F: FnOnce() -> io::Result<()>,
     {
+        if self.protocol.already_durable(lsn).is_some() {
+            return Ok(());
+        }
         self.commit_to(lsn, |_| do_fsync())
     }
 
@@ -131,6 +134,9 @@ impl GroupCommit {
     where
         F: FnOnce(u64) -> io::Result<()>,
     {
+        if self.protocol.already_durable(lsn).is_some() {
+            return Ok(());
+        }
         self.protocol.commit(lsn, covering_target(sync)).map(drop)
     }
 

@@ -313,8 +313,10 @@ impl Protocol {
     }
 
     /// `FastPath`: an LSN that is already durable needs neither the lock nor an fsync.
-    /// Returns the durable LSN if it covers `lsn`.
-    fn already_durable(&self, lsn: u64) -> Option<u64> {
+    /// Returns the durable LSN if it covers `lsn`. Front ends call it first, before they
+    /// build the closure for the slow path.
+    #[inline]
+    pub(crate) fn already_durable(&self, lsn: u64) -> Option<u64> {
         if lsn == 0 || self.poisoned.load(Ordering::Acquire) {
             return None;
         }
